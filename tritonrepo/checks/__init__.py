@@ -1,0 +1,1 @@
+"""Checks against a running deployment (smoke tests)."""

@@ -1,0 +1,139 @@
+"""The `tritonrepo` command: parse flags, call the library, print. Errors print one line (a traceback with TRITONREPO_DEBUG=1)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from tritonrepo import __version__
+from tritonrepo.errors import TritonRepoError
+
+
+def _handle_errors(command):
+    """Turn our typed errors into one line on stderr and their exit code (click's ClickException contract)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except TritonRepoError as error:
+            if os.environ.get("TRITONREPO_DEBUG"):
+                raise
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(error.exit_code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tritonrepo")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output (also TRITONREPO_QUIET=1).")
+def cli(quiet: bool) -> None:
+    """From a Hugging Face LLM checkpoint to a running, tested Triton Inference Server deployment."""
+    if quiet:
+        from tritonrepo import progress
+
+        progress.set_enabled(False)
+
+
+@cli.command()
+@click.option("--model", "-m", required=True, help="tiny-llama (embedded), a local checkpoint folder, or a Hugging Face id.")
+@click.option("--runtime", type=click.Choice(["auto", "hf", "tensorrtllm"]), default="auto", show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Repository folder [default: build/<model name>].")
+@click.option("--revision", help="Hub revision (branch, tag or commit).")
+@click.option("--max-batch-size", type=click.IntRange(min=1), help="Sequences in flight (Triton max_batch_size).")
+@click.option("--max-input-len", type=click.IntRange(min=1), help="Longest prompt in tokens.")
+@click.option("--max-seq-len", type=click.IntRange(min=2), help="Longest prompt + output in tokens.")
+@click.option("--decoupled/--no-decoupled", default=True, show_default=True, help="Decoupled (streaming) generation models.")
+@click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache.")
+@_handle_errors
+def build(model, runtime, output, revision, max_batch_size, max_input_len, max_seq_len, decoupled, offline) -> None:
+    """Build a validated Triton model repository for MODEL."""
+    from tritonrepo.build import BuildRequest
+    from tritonrepo.build import build as run_build
+
+    result = run_build(
+        BuildRequest(
+            model=model,
+            runtime=runtime,
+            output=output,
+            revision=revision,
+            max_batch_size=max_batch_size,
+            max_input_len=max_input_len,
+            max_seq_len=max_seq_len,
+            decoupled=decoupled,
+            offline=offline,
+        )
+    )
+    click.echo(str(result.path))
+
+
+@cli.command()
+@click.argument("repository", type=click.Path(path_type=Path))
+@_handle_errors
+def validate(repository: Path) -> None:
+    """Check any Triton model repository (ours or one made with upstream tools)."""
+    from tritonrepo.repository.validate import check_repository
+
+    check_repository(repository)
+    click.echo(f"{repository}: OK")
+
+
+@cli.command()
+@click.argument("repository", required=False, type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the servers listen on.")
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@click.option("--metrics-port", type=int, default=8002, show_default=True)
+@click.option("--openai-port", type=int, default=9000, show_default=True, help="OpenAI-compatible endpoint; 0 disables it.")
+@click.option("--tritonserver", "tritonserver_path", envvar="TRITONREPO_TRITONSERVER", help="tritonserver binary to use.")
+@click.option("--served-model-name", help="Name clients use in the OpenAI API [default: the model's name].")
+@click.option("--log-file", type=click.Path(path_type=Path), help="tritonserver log [default: <repository>.tritonserver.log].")
+@click.option("--ready-timeout", type=float, default=600, show_default=True, help="Seconds to wait for every model.")
+@_handle_errors
+def serve(repository, host, http_port, grpc_port, metrics_port, openai_port, tritonserver_path, served_model_name, log_file, ready_timeout):
+    """Start tritonserver on REPOSITORY and the OpenAI-compatible endpoint; Ctrl-C stops both."""
+    from tritonrepo.serving.launch import ServeOptions, default_repository, serve_repository
+
+    serve_repository(
+        ServeOptions(
+            repository=repository or default_repository(),
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            openai_port=openai_port,
+            tritonserver=tritonserver_path,
+            served_model_name=served_model_name,
+            log_file=log_file,
+            ready_timeout=ready_timeout,
+        )
+    )
+
+
+@cli.command()
+@click.option("--url", default="127.0.0.1:8000", show_default=True, help="Triton HTTP address.")
+@click.option("--grpc-url", default="127.0.0.1:8001", show_default=True, help="Triton gRPC address.")
+@click.option("--openai-url", default="http://127.0.0.1:9000/v1", show_default=True, help="OpenAI endpoint ('' to skip).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@_handle_errors
+def smoke(url, grpc_url, openai_url, as_json) -> None:
+    """Smoke-test a running deployment with tritonclient (HTTP and gRPC) and the OpenAI endpoint."""
+    from tritonrepo.checks.smoke import SmokeTargets, format_table, raise_on_failure, run_smoke
+
+    results = run_smoke(SmokeTargets(http_url=url, grpc_url=grpc_url, openai_url=openai_url or None))
+    click.echo(json.dumps([r.as_dict() for r in results], indent=2) if as_json else format_table(results))
+    raise_on_failure(results)
+
+
+def main() -> None:
+    cli(prog_name="tritonrepo")
+
+
+if __name__ == "__main__":
+    main()

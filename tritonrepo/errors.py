@@ -1,0 +1,86 @@
+"""Typed errors, grouped by pipeline stage; each carries an actionable message and a process exit code."""
+
+from __future__ import annotations
+
+
+class TritonRepoError(Exception):
+    """Base class. `str(error)` is the one line the CLI prints; `exit_code` is what the process returns."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+# --- model source (tiny model, local directories, Hugging Face Hub) -------------------------------------------------
+class ModelSourceError(TritonRepoError):
+    exit_code = 2
+
+
+class ModelNotFoundError(ModelSourceError):
+    """The --model value is neither a known name, an existing directory, nor a Hub id that resolves."""
+
+
+class ModelDownloadError(ModelSourceError):
+    """The Hub download failed (network, authentication, disk)."""
+
+
+class UnsupportedModelError(ModelSourceError):
+    """The checkpoint exists but its architecture or files cannot be served by the chosen runtime."""
+
+
+# --- planning and rendering ----------------------------------------------------------------------------------------
+class PlanError(TritonRepoError):
+    exit_code = 3
+
+
+class RenderError(TritonRepoError):
+    """A template could not be rendered (a missing variable, a template syntax error)."""
+
+    exit_code = 3
+
+
+# --- validation ----------------------------------------------------------------------------------------------------
+class ValidationError(TritonRepoError):
+    """A repository failed validation. `problems` lists every finding as 'file:line: message'."""
+
+    exit_code = 4
+
+    def __init__(self, problems: list[str], *, root: str = "") -> None:
+        self.problems = list(problems)
+        where = f" in {root}" if root else ""
+        super().__init__(f"{len(self.problems)} problem(s){where}:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+# --- serving -------------------------------------------------------------------------------------------------------
+class ServerError(TritonRepoError):
+    exit_code = 5
+
+
+class ServerNotFoundError(ServerError):
+    """No usable tritonserver binary."""
+
+
+class ServerStartError(ServerError):
+    """tritonserver exited or never became ready; `log_lines` holds Triton's own error lines."""
+
+    def __init__(self, message: str, *, log_lines: list[str] | None = None, hint: str | None = None) -> None:
+        self.log_lines = list(log_lines or [])
+        detail = ("\n" + "\n".join(f"  {line}" for line in self.log_lines)) if self.log_lines else ""
+        super().__init__(message + detail, hint=hint)
+
+
+class PortInUseError(ServerError):
+    """A port that tritonserver or the front end needs is already taken."""
+
+
+# --- smoke checks --------------------------------------------------------------------------------------------------
+class SmokeError(TritonRepoError):
+    """At least one smoke check failed."""
+
+    exit_code = 6

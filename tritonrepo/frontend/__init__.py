@@ -1,0 +1,1 @@
+"""The OpenAI-compatible front end: protocol models, serving logic, routes, and its Triton client."""

@@ -1,0 +1,1 @@
+"""The Triton model repository: parameters, rendering (pure), writing, manifest and validation."""

@@ -1,0 +1,62 @@
+"""The repository manifest (tritonrepo.json): what was built, from what, with which tools, and every file's sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+MANIFEST = "tritonrepo.json"
+FORMAT = 1
+_LIBRARIES = ("tritonclient", "nvidia-pytriton", "torch", "transformers", "tokenizers", "tensorrt_llm", "jinja2", "protobuf")
+
+
+def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digests(root: Path) -> dict[str, dict[str, object]]:
+    """{relative path: {size, sha256}} for every file under root except the manifest, sorted by path."""
+    digests = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        if relative != MANIFEST and "__pycache__" not in path.parts:
+            digests[relative] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    return digests
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    """Atomically: a temp file in the same folder, then rename."""
+    fd, temp = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=root)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(manifest, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+    os.replace(temp, root / MANIFEST)
+
+
+def read_manifest(root: Path) -> dict | None:
+    path = root / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

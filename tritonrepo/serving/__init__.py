@@ -1,0 +1,1 @@
+"""Running tritonserver: discovery of the binary, the process, and the serve command's orchestration."""

@@ -1,0 +1,145 @@
+"""Turn a --model value into a local checkpoint directory: the embedded tiny model, a local folder, or a Hub id."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tritonrepo import __version__, progress
+from tritonrepo.errors import ModelDownloadError, ModelNotFoundError, UnsupportedModelError
+
+EMBEDDED_MODELS = ("tiny-llama",)
+# What a build needs from a Hub repository: weights, configs, tokenizer. Never the *.bin/*.pth duplicates.
+HUB_PATTERNS = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "*.tiktoken",
+)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    name: str  # short name used for the output folder and the served model name
+    kind: Literal["embedded", "local", "hub"]
+    id: str  # what the user asked for: embedded name, absolute directory, or Hub id
+    revision: str | None
+    path: Path  # local checkpoint directory
+
+    def config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text())
+
+
+def cache_root() -> Path:
+    root = os.environ.get("TRITONREPO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tritonrepo"
+    return Path(root)
+
+
+def resolve_model(
+    spec: str,
+    *,
+    revision: str | None = None,
+    cache_dir: Path | None = None,
+    token: str | None = None,
+    offline: bool = False,
+) -> ModelSource:
+    if spec in EMBEDDED_MODELS:
+        return _embedded(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _local(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelNotFoundError(f"no such model directory: {spec}", hint="Pass an existing checkpoint folder.")
+    if spec.count("/") != 1:
+        raise ModelNotFoundError(
+            f"unknown model {spec!r}",
+            hint=f"Use an embedded model ({', '.join(EMBEDDED_MODELS)}), a local checkpoint folder, "
+            "or a Hugging Face id such as deepseek-ai/DeepSeek-R1-Distill-Llama-8B.",
+        )
+    return _hub(spec, revision=revision, cache_dir=cache_dir, token=token, offline=offline)
+
+
+def _embedded(name: str) -> ModelSource:
+    from tritonrepo.source.tiny_llama import create_tiny_llama
+
+    target = cache_root() / "models" / f"{name}-{__version__}"
+    if not (target / "config.json").is_file():
+        progress.say(f"    creating the embedded model {name} in {target}")
+        create_tiny_llama(target)
+    return ModelSource(name=name, kind="embedded", id=name, revision=__version__, path=target)
+
+
+def _local(path: Path) -> ModelSource:
+    path = path.resolve()
+    check_checkpoint(path)
+    return ModelSource(name=path.name, kind="local", id=str(path), revision=None, path=path)
+
+
+def check_checkpoint(path: Path) -> None:
+    """A servable Hugging Face checkpoint: config.json with an architecture, weights, and a tokenizer."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise UnsupportedModelError(f"{path} has no config.json", hint="Point --model at a Hugging Face checkpoint folder.")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise UnsupportedModelError(f"{config_file} is not valid JSON: {error}") from None
+    if not config.get("architectures"):
+        raise UnsupportedModelError(f"{config_file} names no architecture (the 'architectures' field)")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        raise UnsupportedModelError(f"{path} has no weights (*.safetensors)", hint="Download the complete checkpoint.")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        raise UnsupportedModelError(f"{path} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json)")
+
+
+def _hub(repo_id: str, *, revision, cache_dir, token, offline) -> ModelSource:
+    """Download (or reuse from the Hugging Face cache) only the files a build needs."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors as hub_errors
+
+    progress.say(f"    downloading {repo_id}{'@' + revision if revision else ''} from the Hugging Face Hub")
+    try:
+        local = snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            token=token or os.environ.get("HF_TOKEN") or None,
+            allow_patterns=list(HUB_PATTERNS),
+            local_files_only=offline,
+        )
+    except hub_errors.GatedRepoError:
+        raise ModelDownloadError(
+            f"{repo_id} is gated", hint="Accept its license on huggingface.co and set HF_TOKEN to a token with access."
+        ) from None
+    except hub_errors.HFValidationError as error:
+        raise ModelNotFoundError(f"{repo_id!r} is not a valid Hugging Face id: {error}") from None
+    except hub_errors.RepositoryNotFoundError:
+        raise ModelNotFoundError(
+            f"{repo_id} was not found on the Hugging Face Hub", hint="Check the id, or set HF_TOKEN for a private model."
+        ) from None
+    except hub_errors.RevisionNotFoundError:
+        raise ModelNotFoundError(f"revision {revision!r} of {repo_id} does not exist") from None
+    except hub_errors.LocalEntryNotFoundError:
+        raise ModelDownloadError(
+            f"{repo_id} is not in the local cache and the Hub cannot be reached",
+            hint="Check the network (or HF_ENDPOINT), or download it elsewhere and pass the folder.",
+        ) from None
+    except hub_errors.HfHubHTTPError as error:
+        raise ModelDownloadError(f"downloading {repo_id} failed: {error}") from None
+    except OSError as error:  # disk full, permissions
+        raise ModelDownloadError(f"downloading {repo_id} failed: {error.strerror or error}") from None
+    path = Path(local)
+    check_checkpoint(path)
+    return ModelSource(name=repo_id.split("/")[-1], kind="hub", id=repo_id, revision=revision, path=path)
