@@ -14,7 +14,9 @@ class TritonRepoError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.message} {self.hint}" if self.hint else self.message
+        if not self.hint:
+            return self.message
+        return f"{self.message}{' ' if self.message.endswith(('.', ':', '!', '?')) else '. '}{self.hint}"
 
 
 # --- model source (tiny model, local directories, Hugging Face Hub) -------------------------------------------------

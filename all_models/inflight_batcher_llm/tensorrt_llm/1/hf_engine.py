@@ -224,7 +224,9 @@ class Engine:
         if params.repetition_penalty != 1.0:
             seen = torch.tensor(sorted(set(sequence.prompt_ids) | set(generated)), device=logits.device)
             values = logits[seen]
-            logits[seen] = torch.where(values > 0, values / params.repetition_penalty, values * params.repetition_penalty)
+            logits[seen] = torch.where(
+                values > 0, values / params.repetition_penalty, values * params.repetition_penalty
+            )
         if generated and (params.presence_penalty or params.frequency_penalty):
             ids, counts = torch.tensor(generated, device=logits.device).unique(return_counts=True)
             logits[ids] -= params.presence_penalty + params.frequency_penalty * counts.to(logits.dtype)

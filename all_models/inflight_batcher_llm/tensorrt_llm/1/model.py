@@ -11,7 +11,14 @@ import threading
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from hf_engine import Engine, SamplingParams, Sequence
-from model_utils import error_response, flag, input_array, input_scalar, parameters, resolve
+from model_utils import (
+    error_response,
+    flag,
+    input_array,
+    input_scalar,
+    parameters,
+    resolve,
+)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -68,7 +75,11 @@ class _Reply:
             response = _outputs(result.new_tokens, result.log_probs, sequence.cum_log_prob)
             self.sender.send(response, flags=FINAL if result.finished else 0)
         elif result.finished:
-            self._finish(_outputs(self.echo + sequence.output_ids, [0.0] * len(self.echo) + self.log_probs, sequence.cum_log_prob))
+            self._finish(
+                _outputs(
+                    self.echo + sequence.output_ids, [0.0] * len(self.echo) + self.log_probs, sequence.cum_log_prob
+                )
+            )
         if result.finished:
             self.done.set()
 

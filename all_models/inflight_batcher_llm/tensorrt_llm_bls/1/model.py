@@ -114,7 +114,9 @@ class TritonPythonModel:
             for source, target in zip(names, ["TOKENS_BATCH", "SEQUENCE_LENGTH", "CUM_LOG_PROBS", "OUTPUT_LOG_PROBS"])
             if found[source] is not None
         ]
-        response = self._call("postprocessing", inputs, ["OUTPUT", "NUM_OUTPUT_TOKENS", "OUT_CUM_LOG_PROBS", "OUT_OUTPUT_LOG_PROBS"])
+        response = self._call(
+            "postprocessing", inputs, ["OUTPUT", "NUM_OUTPUT_TOKENS", "OUT_CUM_LOG_PROBS", "OUT_OUTPUT_LOG_PROBS"]
+        )
         if response.has_error():
             raise RuntimeError(response.error().message())
         out = _outputs(response, ["OUTPUT", "NUM_OUTPUT_TOKENS", "OUT_CUM_LOG_PROBS", "OUT_OUTPUT_LOG_PROBS"])
@@ -157,7 +159,9 @@ class TritonPythonModel:
         tail = decoder.decode(b"", final=True)
         text += tail
         if streaming:
-            sender.send(self._response(text if self.accumulate else tail, 0, cum, np.zeros((1, 1, 0), np.float32)), flags=FINAL)
+            sender.send(
+                self._response(text if self.accumulate else tail, 0, cum, np.zeros((1, 1, 0), np.float32)), flags=FINAL
+            )
             return None
         merged = np.concatenate(per_token).reshape(1, 1, -1) if per_token else np.zeros((1, 1, 0), np.float32)
         response = self._response(text, tokens, cum, merged)

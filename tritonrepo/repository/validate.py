@@ -1,0 +1,429 @@
+"""Find what would stop a Triton model repository loading; relative path parameters resolve against its root."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tritonrepo.errors import ValidationError
+
+_PLACEHOLDER = re.compile(r"\$\{([^}\s]*)\}")
+# A quoted string or a placeholder: placeholders inside strings are kept, the others are stubbed so the rest parses.
+_STRING_OR_PLACEHOLDER = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|\$\{[^}\s]*\}')
+_PARSE_POSITION = re.compile(r"^(\d+):(\d+)\s*:\s*")
+_MAP_KIND = re.compile(r"\b(input_map|output_map)\b")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+_ENGINE_PARAMETERS = frozenset({"gpt_model_path", "engine_dir", "encoder_model_path"})
+_MODEL_NAME_PARAMETERS = ("tensorrt_llm_model_name", "tensorrt_llm_draft_model_name")
+# These point into the tritonserver installation (upstream default /opt/tritonserver/...), which need not exist here.
+_SERVER_INSTALL_PARAMETERS = frozenset({"executor_worker_path"})
+_MODEL_DIRECTORY_VARIABLE = "$$TRITON_MODEL_DIRECTORY"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: `file` is relative to the repository root; `line` is 1-based, None when unknown."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class _Model:
+    name: str
+    directory: Path
+    file: str
+    lines: list[str] = field(default_factory=list)
+    config: Any = None  # model_config_pb2.ModelConfig once it parses
+    approximate: bool = False  # parsed with unquoted placeholders stubbed out, so its numbers are not the real ones
+
+
+@dataclass
+class _Ensemble:
+    model: _Model
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    producers: dict[str, tuple[str, Any]]  # ensemble tensor -> (step model name, that model's output)
+    produced: set[str]  # every output_map value, valid key or not
+
+
+def validate_repository(root: Path) -> list[Problem]:
+    """Every problem found in the repository at `root`, sorted by file then line; empty when it looks loadable."""
+    root = Path(root)
+    if not root.is_dir():
+        state = "is not a directory" if root.exists() else "does not exist"
+        return [Problem(".", None, f"repository root {root} {state}")]
+    problems: list[Problem] = []
+    models = _load_models(root, problems)
+    if not models and not problems:
+        problems.append(Problem(".", None, "no model directories found"))
+    for model in models.values():
+        if model.config is None:
+            continue
+        problems += _check_identity(model)
+        problems += _check_versions(model)
+        problems += _check_tensors(model)
+        problems += _check_parameters(model, root, models)
+        if model.config.platform == "ensemble":
+            problems += _check_ensemble(model, models)
+    return sorted(problems, key=lambda p: (p.file, p.line or 0, p.message))
+
+
+def check_repository(root: Path) -> None:
+    """Raise ValidationError listing every problem when the repository at `root` has any."""
+    problems = validate_repository(root)
+    if problems:
+        raise ValidationError([str(p) for p in problems], root=str(root))
+
+
+# --- loading and parsing -------------------------------------------------------------------------------------------
+def _load_models(root: Path, problems: list[Problem]) -> dict[str, _Model]:
+    models: dict[str, _Model] = {}
+    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not (directory / "config.pbtxt").is_file():
+            message = "model directory has no config.pbtxt; Triton fails to load it (add one or move the directory out)"
+            problems.append(Problem(directory.name, None, message))
+            continue
+        model = _Model(directory.name, directory, f"{directory.name}/config.pbtxt")
+        problems += _parse(model)
+        models[model.name] = model
+    return models
+
+
+def _parse(model: _Model) -> list[Problem]:
+    from google.protobuf import text_format
+
+    try:
+        text = (model.directory / "config.pbtxt").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return [Problem(model.file, None, f"cannot read: {error}")]
+    model.lines = text.splitlines()
+    problems = _placeholder_problems(model)
+    stubbed = _STRING_OR_PLACEHOLDER.sub(lambda m: m.group(0) if m.group(0)[0] in "\"'" else "0", text)
+    model.approximate = stubbed != text
+    try:
+        model.config = text_format.Parse(stubbed, _config_module().ModelConfig())
+    except text_format.ParseError as error:
+        line, message = _parse_error_position(error)
+        # A parse error on a placeholder's line is that placeholder's fault, already reported with a better hint.
+        if line is None or line not in {p.line for p in problems}:
+            problems.append(Problem(model.file, line, f"does not parse as a Triton ModelConfig: {message}"))
+    return problems
+
+
+def _config_module() -> Any:
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
+
+
+def _parse_error_position(error: Exception) -> tuple[int | None, str]:
+    message = str(error)
+    match = _PARSE_POSITION.match(message)
+    line = error.GetLine() if hasattr(error, "GetLine") else None
+    if line is None and match:
+        line = int(match.group(1))
+    return line, _PARSE_POSITION.sub("", message, count=1)
+
+
+def _placeholder_problems(model: _Model) -> list[Problem]:
+    problems = []
+    for number, line in enumerate(model.lines, start=1):
+        for token in _STRING_OR_PLACEHOLDER.findall(_code_part(line)):
+            effect = "the model reads the literal text" if token[0] in "\"'" else "Triton cannot parse the config"
+            for variable in _PLACEHOLDER.findall(token):
+                hint = f"give it a value (fill_template.py -i {model.file} {variable}:<value>) or edit the line"
+                message = f"unfilled template variable ${{{variable}}} ({effect}): {hint}"
+                problems.append(Problem(model.file, number, message))
+    return problems
+
+
+def _code_part(line: str) -> str:
+    """The line without its trailing `#` comment (a `#` inside a quoted string is kept)."""
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote and line[index - 1] != "\\":
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            return line[:index]
+    return line
+
+
+def _find_line(model: _Model, pattern: str | re.Pattern[str], start: int = 0, end: int | None = None) -> int | None:
+    """1-based number of the first code line in [start, end) matching `pattern`."""
+    regex = re.compile(pattern)
+    for index in range(start, len(model.lines) if end is None else end):
+        if regex.search(_code_part(model.lines[index])):
+            return index + 1
+    return None
+
+
+def _quoted(field_name: str, value: str) -> str:
+    return rf'\b{field_name}\s*:\s*"{re.escape(value)}"'
+
+
+# --- per-model checks ----------------------------------------------------------------------------------------------
+def _check_identity(model: _Model) -> list[Problem]:
+    name = model.config.name
+    if not name or name == model.name:
+        return []
+    message = f'name "{name}" differs from its directory "{model.name}"; Triton rejects it (make them equal)'
+    return [Problem(model.file, _find_line(model, _quoted("name", name)), message)]
+
+
+def _check_versions(model: _Model) -> list[Problem]:
+    versions = sorted(int(p.name) for p in model.directory.iterdir() if p.is_dir() and p.name.isdigit())
+    if not versions:
+        message = f"no numeric version directory (e.g. {model.name}/1/); Triton finds no version to load"
+        return [Problem(model.name, None, message)]
+    problems = []
+    policy = model.config.version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "specific":
+        missing = sorted(set(policy.specific.versions) - set(versions))
+        if missing:
+            line = _find_line(model, r"\bspecific\b")
+            problems.append(Problem(model.file, line, f"version_policy names versions {missing} with no directory"))
+        served = [v for v in versions if v in policy.specific.versions]
+    elif kind == "all":
+        served = versions
+    else:
+        latest = policy.latest.num_versions if kind == "latest" else 1
+        served = versions[-max(latest, 1) :]
+    if model.config.backend == "python":
+        filename = model.config.default_model_filename or "model.py"
+        missing = [v for v in served if not (model.directory / str(v) / filename).is_file()]
+        message = "missing: the python backend loads this file from each served version"
+        problems += [Problem(f"{model.name}/{v}/{filename}", None, message) for v in missing]
+    return problems
+
+
+def _check_tensors(model: _Model) -> list[Problem]:
+    # A stubbed placeholder (e.g. data_type: ${logits_datatype}) would show up here as a second, misleading problem.
+    if model.approximate:
+        return []
+    problems = []
+    batching = model.config.max_batch_size > 0
+    for kind, tensors in (("input", model.config.input), ("output", model.config.output)):
+        for tensor in tensors:
+            line = _find_line(model, _quoted("name", tensor.name)) if tensor.name else None
+            label = f'{kind} "{tensor.name}"'
+            if not tensor.name:
+                problems.append(Problem(model.file, None, f"an {kind} has no name"))
+            if tensor.data_type == 0:
+                problems.append(Problem(model.file, line, f"{label} has no data_type"))
+            if not tensor.dims:
+                hint = "(for a scalar use dims: [ 1 ] with reshape: { shape: [ ] })"
+                problems.append(Problem(model.file, line, f"{label} has empty dims; Triton requires dims {hint}"))
+            elif any(d < 1 and d != -1 for d in tensor.dims):
+                problems.append(Problem(model.file, line, f"{label} dims {list(tensor.dims)} must each be >= 1 or -1"))
+            if tensor.HasField("reshape") and not tensor.reshape.shape and not batching:
+                message = f"{label} has an empty reshape, which Triton allows only when max_batch_size > 0"
+                problems.append(Problem(model.file, line, message))
+    return problems
+
+
+def _check_parameters(model: _Model, root: Path, models: dict[str, _Model]) -> list[Problem]:
+    problems = []
+    for key, parameter in sorted(model.config.parameters.items()):
+        value = parameter.string_value
+        if not value or _PLACEHOLDER.search(value):
+            continue
+        line = _find_line(model, _quoted("key", key))
+        if key in _MODEL_NAME_PARAMETERS:
+            if value not in models:
+                message = f'parameter {key} names model "{value}", which is not in the repository'
+                problems.append(Problem(model.file, line, message))
+        elif key.lower().endswith(("_dir", "_path")) and key not in _SERVER_INSTALL_PARAMETERS:
+            problems += _check_path(model, root, key, value, line)
+    return problems
+
+
+def _check_path(model: _Model, root: Path, key: str, value: str, line: int | None) -> list[Problem]:
+    def problem(message: str) -> list[Problem]:
+        return [Problem(model.file, line, f'parameter {key}: "{value}" {message}')]
+
+    path = Path(value.replace(_MODEL_DIRECTORY_VARIABLE, str(model.directory)))
+    relative = not path.is_absolute()
+    if relative:
+        path = root / path
+    if not path.exists():
+        where = f" (relative paths resolve against the repository root, {root})" if relative else ""
+        return problem(f"does not exist{where}")
+    if key.endswith("_dir") and not path.is_dir():
+        return problem("is not a directory")
+    if key == "tokenizer_dir" and not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        return problem(f"holds no tokenizer files (expected one of {', '.join(_TOKENIZER_FILES)})")
+    if key in _ENGINE_PARAMETERS and model.config.backend == "tensorrtllm":
+        missing = [] if (path / "config.json").is_file() else ["config.json"]
+        if not path.is_dir() or not any(path.glob("*.engine")):
+            missing.append("a *.engine file")
+        if missing:
+            return problem(f"is not a TensorRT-LLM engine directory: no {' and no '.join(missing)} (build it first)")
+    return []
+
+
+# --- ensembles -----------------------------------------------------------------------------------------------------
+def _check_ensemble(model: _Model, models: dict[str, _Model]) -> list[Problem]:
+    steps = model.config.ensemble_scheduling.step
+    if not steps:
+        return [Problem(model.file, _find_line(model, r"\bensemble_scheduling\b"), "ensemble has no steps")]
+    produced = {tensor for step in steps for tensor in step.output_map.values()}
+    inputs, outputs = {t.name: t for t in model.config.input}, {t.name: t for t in model.config.output}
+    ensemble = _Ensemble(model, inputs, outputs, {}, produced)
+    for step in steps:
+        target = models.get(step.model_name)
+        outputs = {t.name: t for t in target.config.output} if target and target.config else {}
+        for key, tensor in step.output_map.items():
+            if key in outputs:
+                ensemble.producers[tensor] = (step.model_name, outputs[key])
+    problems = []
+    for step, span in zip(steps, _step_spans(model, len(steps)), strict=True):
+        problems += _check_step(ensemble, step, span, models)
+    problems += _check_data_flow(ensemble, steps)
+    return problems
+
+
+def _step_spans(model: _Model, count: int) -> list[tuple[int, int]]:
+    """Line ranges [start, end) of each step, assuming each step's model_name comes first (as upstream writes it)."""
+    begin = (_find_line(model, r"\bensemble_scheduling\b") or 1) - 1
+    starts = [i for i in range(begin, len(model.lines)) if re.search(r"\bmodel_name\s*:", _code_part(model.lines[i]))]
+    if len(starts) != count:
+        return [(0, len(model.lines))] * count
+    return list(zip(starts, starts[1:] + [len(model.lines)], strict=True))
+
+
+def _map_line(model: _Model, kind: str, field_name: str, name: str, span: tuple[int, int]) -> int | None:
+    """Line of `key:`/`value:` "name" inside an input_map or output_map block of one step."""
+    pattern = re.compile(_quoted(field_name, name))
+    current = None
+    for index in range(*span):
+        code = _code_part(model.lines[index])
+        for found in _MAP_KIND.finditer(code):
+            current = found.group(1)
+        if current == kind and pattern.search(code):
+            return index + 1
+    return _find_line(model, pattern, *span)
+
+
+def _check_step(ensemble: _Ensemble, step: Any, span: tuple[int, int], models: dict[str, _Model]) -> list[Problem]:
+    head = _find_line(ensemble.model, _quoted("model_name", step.model_name), *span)
+    target = models.get(step.model_name)
+    if target is None:
+        message = f'step model "{step.model_name}" is not in the repository (models: {", ".join(sorted(models))})'
+        return [Problem(ensemble.model.file, head, message)]
+    if target.config is None:
+        return []  # its own parse problem is already reported
+    problems = [
+        Problem(ensemble.model.file, head, f'step "{target.name}" has an empty {kind}; Triton requires one')
+        for kind in ("input_map", "output_map")
+        if not getattr(step, kind)
+    ]
+    problems += _check_step_inputs(ensemble, step, span, target, head)
+    problems += _check_step_outputs(ensemble, step, span, target)
+    problems += _batch_problem(ensemble.model, target, head)
+    return problems
+
+
+def _check_step_inputs(
+    ensemble: _Ensemble, step: Any, span: tuple[int, int], target: _Model, head: int | None
+) -> list[Problem]:
+    file = ensemble.model.file
+    inputs = {t.name: t for t in target.config.input}
+    problems = []
+    for key, tensor in step.input_map.items():
+        line = _map_line(ensemble.model, "input_map", "key", key, span)
+        if key not in inputs:
+            message = f'input_map key "{key}" is not an input of model "{target.name}" ({_listing(inputs)})'
+            problems.append(Problem(file, line, message))
+            continue
+        line = _map_line(ensemble.model, "input_map", "value", tensor, span) or line
+        consumer = (f"{target.name} input {key}", inputs[key].data_type)
+        source = _source_of(ensemble, tensor)
+        if source is not None:
+            problems += _type_problem(file, line, tensor, source, consumer)
+        elif tensor not in ensemble.produced:  # one written under an invalid output_map key is reported there
+            message = f'tensor "{tensor}" feeding {consumer[0]} is neither an ensemble input nor a step output'
+            problems.append(Problem(file, line, message))
+    for name, tensor in inputs.items():
+        if not tensor.optional and name not in step.input_map:
+            problems.append(Problem(file, head, f'required input "{name}" of model "{target.name}" is not mapped'))
+    return problems
+
+
+def _source_of(ensemble: _Ensemble, tensor: str) -> tuple[str, int] | None:
+    if tensor in ensemble.inputs:
+        return f"ensemble input {tensor}", ensemble.inputs[tensor].data_type
+    if tensor in ensemble.producers:
+        producer, output = ensemble.producers[tensor]
+        return f"{producer} output {output.name}", output.data_type
+    return None
+
+
+def _check_step_outputs(ensemble: _Ensemble, step: Any, span: tuple[int, int], target: _Model) -> list[Problem]:
+    file = ensemble.model.file
+    outputs = {t.name: t for t in target.config.output}
+    problems = []
+    for key, tensor in step.output_map.items():
+        line = _map_line(ensemble.model, "output_map", "key", key, span)
+        if key not in outputs:
+            message = f'output_map key "{key}" is not an output of model "{target.name}" ({_listing(outputs)})'
+            problems.append(Problem(file, line, message))
+        elif tensor in ensemble.outputs:
+            line = _map_line(ensemble.model, "output_map", "value", tensor, span) or line
+            produced = (f"{target.name} output {key}", outputs[key].data_type)
+            wanted = (f"ensemble output {tensor}", ensemble.outputs[tensor].data_type)
+            problems += _type_problem(file, line, tensor, produced, wanted)
+    return problems
+
+
+def _type_problem(
+    file: str, line: int | None, tensor: str, source: tuple[str, int], sink: tuple[str, int]
+) -> list[Problem]:
+    (source_label, source_type), (sink_label, sink_type) = source, sink
+    # TYPE_INVALID means unset or a stubbed placeholder; either is reported on its own.
+    if source_type == sink_type or 0 in (source_type, sink_type):
+        return []
+    name = _config_module().DataType.Name
+    message = f'tensor "{tensor}": {source_label} is {name(source_type)} but {sink_label} is {name(sink_type)}'
+    return [Problem(file, line, f"{message}; make the data types equal")]
+
+
+def _batch_problem(ensemble: _Model, target: _Model, line: int | None) -> list[Problem]:
+    wanted, allowed = ensemble.config.max_batch_size, target.config.max_batch_size
+    if ensemble.approximate or target.approximate or wanted <= 0 or allowed >= wanted:
+        return []
+    message = f"ensemble max_batch_size {wanted} exceeds {target.name}'s max_batch_size {allowed}; Triton rejects it"
+    return [Problem(ensemble.file, line, message)]
+
+
+def _listing(tensors: dict[str, Any]) -> str:
+    return f"it has: {', '.join(tensors) or 'none'}"
+
+
+def _check_data_flow(ensemble: _Ensemble, steps: Any) -> list[Problem]:
+    """What Triton's ensemble graph check rejects: unused inputs, unwritten outputs, stray or twice-written tensors."""
+    model = ensemble.model
+    consumed = {tensor for step in steps for tensor in step.input_map.values()}
+    writes = [tensor for step in steps for tensor in step.output_map.values()]
+    twice = sorted(t for t in set(writes) if writes.count(t) > 1)
+    stray = sorted(set(writes) - consumed - set(ensemble.outputs))
+    findings = [("value", t, f'ensemble tensor "{t}" is written by more than one output_map') for t in twice]
+    findings += [
+        ("name", t, f'ensemble input "{t}" is not used by any step') for t in ensemble.inputs if t not in consumed
+    ]
+    findings += [
+        ("name", t, f'ensemble output "{t}" is not written by any step') for t in ensemble.outputs if t not in writes
+    ]
+    findings += [("value", t, f'ensemble tensor "{t}" is written but never used') for t in stray]
+    return [Problem(model.file, _find_line(model, _quoted(key, t)), message) for key, t, message in findings]
