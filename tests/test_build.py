@@ -133,6 +133,27 @@ def test_cli_errors_are_one_line_with_the_error_exit_code(tmp_path):
 
 
 def test_cli_rejects_bad_flag_values_before_doing_work(tmp_path):
-    result = CliRunner().invoke(cli, ["build", "--model", "tiny-llama", "--max-batch-size", "0", "-o", str(tmp_path / "y")])
+    result = CliRunner().invoke(
+        cli, ["build", "--model", "tiny-llama", "--max-batch-size", "0", "-o", str(tmp_path / "y")]
+    )
     assert result.exit_code == 2 and "--max-batch-size" in result.output
     assert not (tmp_path / "y").exists()
+
+
+def test_validation_catches_an_ensemble_that_triton_rejects_for_mixed_decoupled_sources(built):
+    """Seen on the real server: postprocessing fed both the request's `stream` and the decoupled model's tokens
+    fails with 'receives inputs originated from different decoupled models'."""
+    post = built / "postprocessing/config.pbtxt"
+    post.write_text(post.read_text().replace(
+        '{ name: "OUTPUT_LOG_PROBS" data_type: TYPE_FP32 dims: [ -1, -1 ] optional: true }',
+        '{ name: "OUTPUT_LOG_PROBS" data_type: TYPE_FP32 dims: [ -1, -1 ] optional: true },\n'
+        '  { name: "STREAM" data_type: TYPE_BOOL dims: [ 1 ] optional: true }',
+    ))  # fmt: skip
+    ensemble = built / "ensemble/config.pbtxt"
+    mapping = 'input_map { key: "OUTPUT_LOG_PROBS" value: "_OUTPUT_LOG_PROBS" }'
+    ensemble.write_text(
+        ensemble.read_text().replace(mapping, mapping + '\n      input_map { key: "STREAM" value: "stream" }')
+    )
+    problems = [str(p) for p in validate_repository(built)]
+    assert len(problems) == 1
+    assert "postprocessing" in problems[0] and "different decoupled sources (ensemble, tensorrt_llm)" in problems[0]

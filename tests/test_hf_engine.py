@@ -98,7 +98,9 @@ def test_stop_word_ends_generation_and_is_included(engine, tiny_tokenizer, tiny_
 
 def test_bad_words_are_never_generated(engine, tiny_tokenizer, tiny_reference_model):
     greedy = reference_greedy(tiny_reference_model, tiny_tokenizer, PROMPTS[2], 8)
-    run = Collector(engine, _ids(tiny_tokenizer, PROMPTS[2]), SamplingParams(max_new_tokens=8, bad_words=[[greedy[0]]])).wait()
+    run = Collector(
+        engine, _ids(tiny_tokenizer, PROMPTS[2]), SamplingParams(max_new_tokens=8, bad_words=[[greedy[0]]])
+    ).wait()
     assert greedy[0] not in run.tokens
     assert len(run.tokens) == 8
 
@@ -135,7 +137,9 @@ def test_top_k_restricts_choices_to_the_k_most_likely(engine, tiny_tokenizer, ti
 
 
 def test_log_probs_are_reported_and_sum_to_the_cumulative(engine, tiny_tokenizer):
-    run = Collector(engine, _ids(tiny_tokenizer, PROMPTS[0]), SamplingParams(max_new_tokens=6, return_log_probs=True)).wait()
+    run = Collector(
+        engine, _ids(tiny_tokenizer, PROMPTS[0]), SamplingParams(max_new_tokens=6, return_log_probs=True)
+    ).wait()
     log_probs = [lp for step in run.steps for lp in step.log_probs]
     assert len(log_probs) == 6 and all(lp <= 0 for lp in log_probs)
     assert run.sequence.cum_log_prob == pytest.approx(sum(log_probs), abs=1e-4)
@@ -156,7 +160,9 @@ def test_cancel_by_key_stops_a_sequence(engine, tiny_tokenizer):
 
 def test_cancellation_through_the_callback(engine, tiny_tokenizer):
     flag = threading.Event()  # the engine polls is_cancelled between steps, as it polls Triton's sender
-    run = Collector(engine, _ids(tiny_tokenizer, PROMPTS[0]), SamplingParams(max_new_tokens=1500), is_cancelled=flag.is_set)
+    run = Collector(
+        engine, _ids(tiny_tokenizer, PROMPTS[0]), SamplingParams(max_new_tokens=1500), is_cancelled=flag.is_set
+    )
     flag.set()
     run.wait()
     assert run.cancelled and len(run.tokens) < 1500

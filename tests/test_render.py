@@ -31,7 +31,12 @@ def test_every_config_parses_as_triton_model_config(runtime):
 
 def test_parameters_reach_the_configs():
     params = RepositoryParams(
-        runtime="hf", max_input_len=300, max_seq_len=900, triton_max_batch_size=3, decoupled_mode=False, skip_special_tokens=False
+        runtime="hf",
+        max_input_len=300,
+        max_seq_len=900,
+        triton_max_batch_size=3,
+        decoupled_mode=False,
+        skip_special_tokens=False,
     )
     configs = _configs(render_repository(params))
     llm = configs["tensorrt_llm"]
@@ -65,7 +70,7 @@ def test_a_missing_template_variable_is_a_render_error_naming_the_template(tmp_p
     root = tmp_path / "all_models"
     shutil.copytree(templates_root(), root)
     config = root / "inflight_batcher_llm" / "postprocessing" / "config.pbtxt.j2"
-    config.write_text(config.read_text() + "\nparameters { key: \"x\" value: { string_value: \"{{ no_such_value }}\" } }\n")
+    config.write_text(config.read_text() + '\nparameters { key: "x" value: { string_value: "{{ no_such_value }}" } }\n')
     with pytest.raises(RenderError, match=r"postprocessing/config.pbtxt.j2: 'no_such_value' is undefined"):
         render_repository(RepositoryParams(runtime="hf", max_input_len=512, max_seq_len=1024), root=root)
 

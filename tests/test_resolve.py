@@ -39,7 +39,11 @@ def test_an_unknown_short_name_lists_what_would_work():
 
 @pytest.mark.parametrize(
     "remove, message",
-    [("config.json", "has no config.json"), ("model.safetensors", "has no weights"), ("tokenizer.json", "has no tokenizer")],
+    [
+        ("config.json", "has no config.json"),
+        ("model.safetensors", "has no weights"),
+        ("tokenizer.json", "has no tokenizer"),
+    ],
 )
 def test_an_incomplete_checkpoint_says_what_is_missing(tiny_model_dir, tmp_path, remove, message):
     copy = tmp_path / "ckpt"

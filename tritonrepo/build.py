@@ -56,7 +56,9 @@ def build(request: BuildRequest) -> BuildResult:
         source = resolve_model(request.model, revision=request.revision, offline=request.offline)
         progress.say(f"    {source.kind} checkpoint at {source.path}")
     gpus = hardware.detect_gpus()
-    choice = choose_runtime(request.runtime, tensorrt_llm_installed=hardware.tensorrt_llm_installed(), gpu_count=len(gpus))
+    choice = choose_runtime(
+        request.runtime, tensorrt_llm_installed=hardware.tensorrt_llm_installed(), gpu_count=len(gpus)
+    )
     progress.say(f"==> Runtime: {choice.runtime} ({choice.reason})")
     limits = plan_limits(
         source.config(),

@@ -33,7 +33,8 @@ def choose_runtime(requested: str, *, tensorrt_llm_installed: bool, gpu_count: i
     if requested == "auto":
         if missing:
             return RuntimeChoice(
-                "hf", f"--runtime auto: {' and '.join(missing)} not found here, so the portable runtime serves the model"
+                "hf",
+                f"--runtime auto: {' and '.join(missing)} not found here, so the portable runtime serves the model",
             )
         return RuntimeChoice("tensorrtllm", f"--runtime auto: TensorRT-LLM and {gpu_count} GPU(s) found")
     if missing:

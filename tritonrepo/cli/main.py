@@ -42,14 +42,20 @@ def cli(quiet: bool) -> None:
 
 
 @cli.command()
-@click.option("--model", "-m", required=True, help="tiny-llama (embedded), a local checkpoint folder, or a Hugging Face id.")
+@click.option(
+    "--model", "-m", required=True, help="tiny-llama (embedded), a local checkpoint folder, or a Hugging Face id."
+)
 @click.option("--runtime", type=click.Choice(["auto", "hf", "tensorrtllm"]), default="auto", show_default=True)
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Repository folder [default: build/<model name>].")
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path), help="Repository folder [default: build/<model name>]."
+)
 @click.option("--revision", help="Hub revision (branch, tag or commit).")
 @click.option("--max-batch-size", type=click.IntRange(min=1), help="Sequences in flight (Triton max_batch_size).")
 @click.option("--max-input-len", type=click.IntRange(min=1), help="Longest prompt in tokens.")
 @click.option("--max-seq-len", type=click.IntRange(min=2), help="Longest prompt + output in tokens.")
-@click.option("--decoupled/--no-decoupled", default=True, show_default=True, help="Decoupled (streaming) generation models.")
+@click.option(
+    "--decoupled/--no-decoupled", default=True, show_default=True, help="Decoupled (streaming) generation models."
+)
 @click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache.")
 @_handle_errors
 def build(model, runtime, output, revision, max_batch_size, max_input_len, max_seq_len, decoupled, offline) -> None:
@@ -90,13 +96,30 @@ def validate(repository: Path) -> None:
 @click.option("--http-port", type=int, default=8000, show_default=True)
 @click.option("--grpc-port", type=int, default=8001, show_default=True)
 @click.option("--metrics-port", type=int, default=8002, show_default=True)
-@click.option("--openai-port", type=int, default=9000, show_default=True, help="OpenAI-compatible endpoint; 0 disables it.")
-@click.option("--tritonserver", "tritonserver_path", envvar="TRITONREPO_TRITONSERVER", help="tritonserver binary to use.")
+@click.option(
+    "--openai-port", type=int, default=9000, show_default=True, help="OpenAI-compatible endpoint; 0 disables it."
+)
+@click.option(
+    "--tritonserver", "tritonserver_path", envvar="TRITONREPO_TRITONSERVER", help="tritonserver binary to use."
+)
 @click.option("--served-model-name", help="Name clients use in the OpenAI API [default: the model's name].")
-@click.option("--log-file", type=click.Path(path_type=Path), help="tritonserver log [default: <repository>.tritonserver.log].")
+@click.option(
+    "--log-file", type=click.Path(path_type=Path), help="tritonserver log [default: <repository>.tritonserver.log]."
+)
 @click.option("--ready-timeout", type=float, default=600, show_default=True, help="Seconds to wait for every model.")
 @_handle_errors
-def serve(repository, host, http_port, grpc_port, metrics_port, openai_port, tritonserver_path, served_model_name, log_file, ready_timeout):
+def serve(
+    repository,
+    host,
+    http_port,
+    grpc_port,
+    metrics_port,
+    openai_port,
+    tritonserver_path,
+    served_model_name,
+    log_file,
+    ready_timeout,
+):
     """Start tritonserver on REPOSITORY and the OpenAI-compatible endpoint; Ctrl-C stops both."""
     from tritonrepo.serving.launch import ServeOptions, default_repository, serve_repository
 
@@ -119,7 +142,9 @@ def serve(repository, host, http_port, grpc_port, metrics_port, openai_port, tri
 @cli.command()
 @click.option("--url", default="127.0.0.1:8000", show_default=True, help="Triton HTTP address.")
 @click.option("--grpc-url", default="127.0.0.1:8001", show_default=True, help="Triton gRPC address.")
-@click.option("--openai-url", default="http://127.0.0.1:9000/v1", show_default=True, help="OpenAI endpoint ('' to skip).")
+@click.option(
+    "--openai-url", default="http://127.0.0.1:9000/v1", show_default=True, help="OpenAI endpoint ('' to skip)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @_handle_errors
 def smoke(url, grpc_url, openai_url, as_json) -> None:

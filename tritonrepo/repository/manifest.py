@@ -13,7 +13,16 @@ from pathlib import Path
 
 MANIFEST = "tritonrepo.json"
 FORMAT = 1
-_LIBRARIES = ("tritonclient", "nvidia-pytriton", "torch", "transformers", "tokenizers", "tensorrt_llm", "jinja2", "protobuf")
+_LIBRARIES = (
+    "tritonclient",
+    "nvidia-pytriton",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "tensorrt_llm",
+    "jinja2",
+    "protobuf",
+)
 
 
 def sha256_file(path: Path, chunk: int = 8 << 20) -> str:

@@ -18,7 +18,9 @@ def templates_root() -> Path:
     for candidate in (here / "all_models", here.parent / "all_models"):
         if (candidate / PIPELINE).is_dir():
             return candidate
-    raise RenderError("the model templates (all_models/) are missing from this installation", hint="Reinstall tritonrepo.")
+    raise RenderError(
+        "the model templates (all_models/) are missing from this installation", hint="Reinstall tritonrepo."
+    )
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,9 @@ def render_repository(params: RepositoryParams, root: Path | None = None) -> Ren
         try:
             files[f"{model}/config.pbtxt"] = env.get_template(template_name).render(**variables)
         except jinja2.UndefinedError as error:
-            raise RenderError(f"{template_name}: {error.message}", hint="Every template variable needs a value.") from None
+            raise RenderError(
+                f"{template_name}: {error.message}", hint="Every template variable needs a value."
+            ) from None
         except jinja2.TemplateError as error:
             raise RenderError(f"{template_name}: {error}") from None
         python_files = _python_files(root / PIPELINE / model)

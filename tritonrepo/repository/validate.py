@@ -291,6 +291,35 @@ def _check_ensemble(model: _Model, models: dict[str, _Model]) -> list[Problem]:
     for step, span in zip(steps, _step_spans(model, len(steps)), strict=True):
         problems += _check_step(ensemble, step, span, models)
     problems += _check_data_flow(ensemble, steps)
+    problems += _check_decoupled_origins(ensemble, steps, models)
+    return problems
+
+
+def _check_decoupled_origins(ensemble: _Ensemble, steps: Any, models: dict[str, _Model]) -> list[Problem]:
+    """Triton refuses a step whose inputs come from different decoupled sources (the ensemble's own inputs count as
+    one source): a decoupled model's responses cannot be joined with tensors from elsewhere."""
+    origin = {tensor: ensemble.model.name for tensor in ensemble.inputs}
+    problems = []
+    for _ in range(len(steps)):  # steps may be listed out of order: propagate until nothing changes
+        changed = False
+        for step in steps:
+            sources = {origin[t] for t in step.input_map.values() if t in origin}
+            if len(sources) > 1:
+                line = _find_line(ensemble.model, _quoted("model_name", step.model_name))
+                message = (
+                    f'step "{step.model_name}" mixes inputs from different decoupled sources '
+                    f"({', '.join(sorted(sources))}); Triton rejects this ensemble"
+                )
+                problems.append(Problem(ensemble.model.file, line, message))
+                return problems
+            target = models.get(step.model_name)
+            decoupled = bool(target and target.config and target.config.model_transaction_policy.decoupled)
+            source = step.model_name if decoupled else next(iter(sources), ensemble.model.name)
+            for tensor in step.output_map.values():
+                if origin.get(tensor) != source:
+                    origin[tensor], changed = source, True
+        if not changed:
+            break
     return problems
 
 

@@ -171,6 +171,7 @@ def error_lines(log_text: str, limit: int = 20) -> list[str]:
     for raw in log_text.splitlines():
         match = _GLOG.match(raw.strip())
         message = (match.group(2) if match else raw).strip().strip('"')
+        message = message.split("\\n\\nAt:")[0]  # the Python stack that follows is in the full log
         message = " ".join(message.replace("\\n", " ").split())  # Triton escapes a traceback's newlines as \n
         if not message or message in severe or message in other or _HARMLESS.search(message):
             continue

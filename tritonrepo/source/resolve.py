@@ -43,7 +43,10 @@ class ModelSource:
 
 
 def cache_root() -> Path:
-    root = os.environ.get("TRITONREPO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tritonrepo"
+    root = (
+        os.environ.get("TRITONREPO_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tritonrepo"
+    )
     return Path(root)
 
 
@@ -91,7 +94,9 @@ def check_checkpoint(path: Path) -> None:
     """A servable Hugging Face checkpoint: config.json with an architecture, weights, and a tokenizer."""
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise UnsupportedModelError(f"{path} has no config.json", hint="Point --model at a Hugging Face checkpoint folder.")
+        raise UnsupportedModelError(
+            f"{path} has no config.json", hint="Point --model at a Hugging Face checkpoint folder."
+        )
     try:
         config = json.loads(config_file.read_text())
     except json.JSONDecodeError as error:
@@ -106,8 +111,8 @@ def check_checkpoint(path: Path) -> None:
 
 def _hub(repo_id: str, *, revision, cache_dir, token, offline) -> ModelSource:
     """Download (or reuse from the Hugging Face cache) only the files a build needs."""
-    from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hub_errors
+    from huggingface_hub import snapshot_download
 
     progress.say(f"    downloading {repo_id}{'@' + revision if revision else ''} from the Hugging Face Hub")
     try:
@@ -127,7 +132,8 @@ def _hub(repo_id: str, *, revision, cache_dir, token, offline) -> ModelSource:
         raise ModelNotFoundError(f"{repo_id!r} is not a valid Hugging Face id: {error}") from None
     except hub_errors.RepositoryNotFoundError:
         raise ModelNotFoundError(
-            f"{repo_id} was not found on the Hugging Face Hub", hint="Check the id, or set HF_TOKEN for a private model."
+            f"{repo_id} was not found on the Hugging Face Hub",
+            hint="Check the id, or set HF_TOKEN for a private model.",
         ) from None
     except hub_errors.RevisionNotFoundError:
         raise ModelNotFoundError(f"revision {revision!r} of {repo_id} does not exist") from None

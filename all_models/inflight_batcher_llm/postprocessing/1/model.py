@@ -2,14 +2,17 @@
 
 Why bytes and not `tokenizer.decode(new_tokens)`: in streaming, each response carries only the new token(s), and
 decoding them alone loses the leading space of SentencePiece pieces and turns a character split across two tokens
-into U+FFFD (the upstream streaming bug). Each token's bytes, concatenated over the stream, are exactly the bytes of
-the whole text; a consumer that decodes them incrementally (our BLS model and front end do) gets the exact text.
+into U+FFFD (the upstream streaming bug). Here a character split across two responses stays raw bytes at the chunk's
+edge (everything else is valid UTF-8), so a consumer that decodes the chunks incrementally (our BLS model and front
+end do) gets exactly the text of the whole output. This model cannot tell a streamed chunk from a complete output (an
+ensemble may not feed it anything but the decoupled model's outputs), so a complete output that ends inside a
+character (cut by max_tokens) also keeps that fragment raw.
 """
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from model_utils import flag, parameters, resolve
-from token_bytes import token_byte_table
+from token_bytes import stream_chunk, token_byte_table
 
 
 class TritonPythonModel:
@@ -32,7 +35,7 @@ class TritonPythonModel:
         for b in range(batch):
             for beam in range(beams):
                 ids = tokens[b, beam, : int(lengths[b, beam])]
-                texts[b, beam] = b"".join(table[i] for i in ids.tolist() if 0 <= i < size)
+                texts[b, beam] = stream_chunk(b"".join(table[i] for i in ids.tolist() if 0 <= i < size))
         counts = lengths[:, :1].astype(np.int32).reshape(batch, 1)
         cum = pb_utils.get_input_tensor_by_name(request, "CUM_LOG_PROBS")
         per_token = pb_utils.get_input_tensor_by_name(request, "OUTPUT_LOG_PROBS")

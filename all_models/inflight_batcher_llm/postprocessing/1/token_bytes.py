@@ -15,7 +15,7 @@ def _byte_level_decoder():
             printable.append(byte)
             codes.append(256 + extra)
             extra += 1
-    return {chr(code): byte for byte, code in zip(printable, codes)}
+    return {chr(code): byte for byte, code in zip(printable, codes, strict=True)}
 
 
 def _decoder_kinds(tokenizer):
@@ -57,3 +57,28 @@ def token_byte_table(tokenizer, skip_special_tokens):
         else:  # other vocabularies: per-token decode is the best available approximation
             table.append(tokenizer.decode([index], skip_special_tokens=skip_special_tokens).encode("utf-8"))
     return table
+
+
+def _sequence_length(lead):
+    return 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+
+
+def stream_chunk(data):
+    """Valid UTF-8 except a character that may continue in the neighbouring chunk, kept raw at either edge.
+
+    Bytes that are invalid wherever the chunk boundaries fall are replaced (as the decoder would), so decoding the
+    concatenated chunks incrementally still gives exactly the text of the whole output.
+    """
+    start = 0
+    while start < min(3, len(data)) and 0x80 <= data[start] < 0xC0:
+        start += 1
+    end = len(data)
+    for back in range(1, min(4, len(data) - start) + 1):
+        byte = data[end - back]
+        if byte >= 0xC0:
+            if back < _sequence_length(byte):
+                end -= back
+            break
+        if byte < 0x80:
+            break
+    return data[:start] + data[start:end].decode("utf-8", "replace").encode("utf-8") + data[end:]

@@ -79,7 +79,7 @@ class TritonPythonModel:
         width = max(1, *(len(f) for f in flat_rows))
         out = np.zeros((batch, 2, width), dtype=np.int32)
         out[:, 1, :] = -1
-        for row, (flat, offsets) in enumerate(zip(flat_rows, offset_rows)):
+        for row, (flat, offsets) in enumerate(zip(flat_rows, offset_rows, strict=True)):
             out[row, 0, : len(flat)] = flat
             out[row, 1, : len(offsets)] = offsets
         return out

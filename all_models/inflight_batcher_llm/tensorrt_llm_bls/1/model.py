@@ -111,7 +111,9 @@ class TritonPythonModel:
         found = _outputs(generation_response, names)
         inputs = [
             pb_utils.Tensor(target, found[source].as_numpy())
-            for source, target in zip(names, ["TOKENS_BATCH", "SEQUENCE_LENGTH", "CUM_LOG_PROBS", "OUTPUT_LOG_PROBS"])
+            for source, target in zip(
+                names, ["TOKENS_BATCH", "SEQUENCE_LENGTH", "CUM_LOG_PROBS", "OUTPUT_LOG_PROBS"], strict=True
+            )
             if found[source] is not None
         ]
         response = self._call(

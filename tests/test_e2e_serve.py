@@ -1,0 +1,365 @@
+"""End to end: `tritonrepo serve` on the tiny model with the bundled (real) tritonserver, checked through
+tritonclient and the official openai client. The portable runtime's output is compared with plain transformers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import free_port, reference_greedy
+
+pytestmark = pytest.mark.e2e
+
+PROMPTS = ["Hello world", "The café in 東京 serves", "Ünïcödé 🙂 and"]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process whose ancestry includes pid (read from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        children = {child for child, parent in parents.items() if parent in frontier}
+        frontier = children - found
+        found |= children
+    return found
+
+
+class Deployment:
+    def __init__(self, repository: Path, log: Path):
+        self.repository = repository
+        self.http, self.grpc, self.metrics, self.openai = (free_port() for _ in range(4))
+        self.log = log
+        command = [
+            sys.executable, "-m", "tritonrepo.cli.main", "serve", str(repository),
+            "--http-port", str(self.http), "--grpc-port", str(self.grpc),
+            "--metrics-port", str(self.metrics), "--openai-port", str(self.openai),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        self.started = time.monotonic()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.openai}/v1"
+
+    def wait_healthy(self, timeout: float = 300) -> float:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.openai}/health", timeout=2).status_code == 200:
+                    return time.monotonic() - self.started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"serve not healthy after {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    from tritonrepo.build import BuildRequest, build
+
+    root = tmp_path_factory.mktemp("e2e")
+    repository = build(BuildRequest(model="tiny-llama", output=root / "tiny-llama")).path
+    deployment = Deployment(repository, root / "serve.log")
+    startup = deployment.wait_healthy()
+    print(f"\n[e2e] tritonserver + front end ready in {startup:.1f}s")
+    yield deployment
+    deployment.process.send_signal(signal.SIGTERM)
+    assert deployment.process.wait(timeout=60) == 0, deployment.log.read_text()[-3000:]
+    leftovers = _descendants(deployment.process.pid)
+    assert not leftovers, f"processes left behind: {leftovers}"
+
+
+# --- tritonclient helpers ------------------------------------------------------------------------------------------
+def _grpc_generate(deployment, model: str, inputs: dict[str, np.ndarray]) -> list:
+    """All responses of one decoupled request over gRPC streaming, until the final flag."""
+    import queue
+
+    import tritonclient.grpc as grpc_client
+    from tritonclient.utils import np_to_triton_dtype
+
+    results: queue.Queue = queue.Queue()
+    client = grpc_client.InferenceServerClient(f"127.0.0.1:{deployment.grpc}")
+    tensors = []
+    for name, value in inputs.items():
+        tensor = grpc_client.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+        tensor.set_data_from_numpy(value)
+        tensors.append(tensor)
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    responses = []
+    try:
+        client.async_stream_infer(model, tensors, enable_empty_final_response=True)
+        while True:
+            result, error = results.get(timeout=60)
+            assert error is None, error
+            responses.append(result)
+            final = result.get_response().parameters.get("triton_final_response")
+            if final is not None and final.bool_param:
+                return [r for r in responses if r.get_response().outputs]
+    finally:
+        client.stop_stream()
+        client.close()
+
+
+def _text_request(prompt: str, max_tokens: int, stream: bool) -> dict[str, np.ndarray]:
+    return {
+        "text_input": np.array([[prompt.encode()]], dtype=object),
+        "max_tokens": np.array([[max_tokens]], dtype=np.int32),
+        "stream": np.array([[stream]]),
+        "exclude_input_in_output": np.array([[True]]),
+    }
+
+
+def _incremental(chunks: list[bytes]) -> str:
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    return "".join(decoder.decode(c) for c in chunks) + decoder.decode(b"", final=True)
+
+
+def _chunks(responses) -> list[bytes]:
+    return [b"".join(r.as_numpy("text_output").reshape(-1)) for r in responses]
+
+
+# --- the runtime is transformers, token for token ------------------------------------------------------------------
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_tensorrt_llm_model_greedy_equals_transformers_generate(
+    deployment, tiny_tokenizer, tiny_reference_model, prompt
+):
+    expected = reference_greedy(tiny_reference_model, tiny_tokenizer, prompt, 24)
+    ids = tiny_tokenizer(prompt).input_ids
+    responses = _grpc_generate(
+        deployment,
+        "tensorrt_llm",
+        {
+            "input_ids": np.array([ids], dtype=np.int32),
+            "input_lengths": np.array([[len(ids)]], dtype=np.int32),
+            "request_output_len": np.array([[24]], dtype=np.int32),
+            "exclude_input_in_output": np.array([[True]]),
+        },
+    )
+    assert len(responses) == 1
+    assert responses[0].as_numpy("output_ids").reshape(-1).tolist() == expected
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_ensemble_text_is_the_decoded_greedy_output_and_bls_agrees(
+    deployment, tiny_tokenizer, tiny_reference_model, prompt
+):
+    expected_ids = reference_greedy(tiny_reference_model, tiny_tokenizer, prompt, 24)
+    expected = tiny_tokenizer.decode(expected_ids, skip_special_tokens=True)
+    ensemble = _incremental(_chunks(_grpc_generate(deployment, "ensemble", _text_request(prompt, 24, False))))
+    bls = b"".join(_chunks(_grpc_generate(deployment, "tensorrt_llm_bls", _text_request(prompt, 24, False)))).decode()
+    assert ensemble == expected
+    assert bls == ensemble
+
+
+def test_streamed_text_equals_non_streamed_text_even_when_characters_split(deployment):
+    split_seen = False
+    for prompt in PROMPTS:
+        whole = _incremental(_chunks(_grpc_generate(deployment, "ensemble", _text_request(prompt, 40, False))))
+        ensemble_chunks = _chunks(_grpc_generate(deployment, "ensemble", _text_request(prompt, 40, True)))
+        assert len(ensemble_chunks) >= 40  # one response per token
+        assert _incremental(ensemble_chunks) == whole
+        for chunk in ensemble_chunks:
+            try:
+                chunk.decode("utf-8")
+            except UnicodeDecodeError:
+                split_seen = True  # a character split across two responses: decoding chunks alone would break it
+        bls_chunks = [
+            c.decode("utf-8")
+            for c in _chunks(_grpc_generate(deployment, "tensorrt_llm_bls", _text_request(prompt, 40, True)))
+        ]
+        assert "".join(bls_chunks) == whole
+    assert split_seen, "the prompts should produce at least one multi-byte character split across tokens"
+
+
+# --- the OpenAI endpoint, with the official client -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def openai_client(deployment):
+    import openai
+
+    return openai.OpenAI(base_url=deployment.base_url, api_key="unused", max_retries=0, timeout=60)
+
+
+def test_models_lists_the_served_names(openai_client):
+    ids = [model.id for model in openai_client.models.list().data]
+    assert ids[0] == "tiny-llama"
+    assert {"ensemble", "tensorrt_llm_bls"} <= set(ids)
+    assert not {"preprocessing", "postprocessing", "tensorrt_llm"} & set(ids)
+
+
+def test_chat_stream_and_non_stream_agree_with_usage_and_finish_reason(openai_client, tiny_tokenizer):
+    messages = [{"role": "user", "content": "Tell me about 東京 🙂"}]
+    reply = openai_client.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=32, temperature=0)
+    content = reply.choices[0].message.content
+    assert reply.choices[0].finish_reason == "length"
+    prompt = tiny_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert reply.usage.prompt_tokens == len(tiny_tokenizer.encode(prompt, add_special_tokens=False))
+    assert reply.usage.completion_tokens == 32
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + 32
+    stream = openai_client.chat.completions.create(
+        model="tiny-llama",
+        messages=messages,
+        max_tokens=32,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+    assert chunks[-1].usage.completion_tokens == 32
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tensorrt_llm_bls"])
+def test_completions_stream_equals_non_stream(openai_client, model):
+    kwargs = dict(model=model, prompt="The café in 東京 serves", max_tokens=24, temperature=0)
+    text = openai_client.completions.create(**kwargs).choices[0].text
+    streamed = "".join(c.choices[0].text for c in openai_client.completions.create(**kwargs, stream=True) if c.choices)
+    assert streamed == text and len(text) > 0
+
+
+def test_seeded_sampling_is_reproducible_over_the_api(openai_client):
+    kwargs = dict(
+        model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=16, temperature=1.0, seed=11
+    )
+    first = openai_client.chat.completions.create(**kwargs).choices[0].message.content
+    assert openai_client.chat.completions.create(**kwargs).choices[0].message.content == first
+
+
+def test_concurrent_requests_each_get_their_own_answer(openai_client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = [f"Request number {i} about 🙂" for i in range(6)]
+
+    def ask(prompt):
+        return (
+            openai_client.completions.create(model="tiny-llama", prompt=prompt, max_tokens=20, temperature=0)
+            .choices[0]
+            .text
+        )
+
+    solo = [ask(p) for p in prompts]
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(ask, prompts)) == solo
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"model": "tiny-llama", "prompt": "", "max_tokens": 4}, 400, "prompt"),
+        ({"model": "tiny-llama", "prompt": "hi", "max_tokens": 0}, 400, "max_tokens"),
+        ({"model": "tiny-llama", "prompt": "hi", "max_tokens": -3}, 400, "max_tokens"),
+        ({"model": "tiny-llama", "prompt": "hi", "max_tokens": 100000}, 400, "max_tokens"),
+        ({"model": "gpt-17", "prompt": "hi", "max_tokens": 4}, 404, "gpt-17"),
+        ({"model": "tiny-llama", "prompt": "hi", "max_tokens": "many"}, 400, "max_tokens"),
+        ({"model": "tiny-llama", "prompt": "hi", "temperature": "hot"}, 400, "temperature"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(deployment, openai_client, body, status, words):
+    import httpx
+
+    response = httpx.post(f"{deployment.base_url}/completions", json=body, timeout=30)
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]["message"]
+    assert openai_client.completions.create(model="tiny-llama", prompt="ok", max_tokens=2).choices[0].text is not None
+
+
+def test_malformed_json_is_a_400(deployment):
+    import httpx
+
+    response = httpx.post(
+        f"{deployment.base_url}/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400 and "error" in response.json()
+
+
+def test_prompt_longer_than_max_input_len_is_refused_with_the_numbers(deployment):
+    import httpx
+
+    response = httpx.post(
+        f"{deployment.base_url}/completions",
+        json={"model": "tiny-llama", "prompt": "word " * 3000, "max_tokens": 4},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert "1024" in response.json()["error"]["message"]
+
+
+# --- tritonrepo smoke ------------------------------------------------------------------------------------------------
+def test_smoke_passes_against_the_deployment(deployment):
+    from tritonrepo.checks.smoke import SmokeTargets, run_smoke
+
+    results = run_smoke(
+        SmokeTargets(
+            http_url=f"127.0.0.1:{deployment.http}",
+            grpc_url=f"127.0.0.1:{deployment.grpc}",
+            openai_url=deployment.base_url,
+        )
+    )
+    assert [r.name for r in results if not r.ok] == [], [r.as_dict() for r in results]
+    assert len(results) == 3 + 5 + 4 + 2
+
+
+def test_smoke_reports_failures_and_exits_non_zero(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tritonrepo.cli.main",
+            "smoke",
+            "--url",
+            f"127.0.0.1:{free_port()}",
+            "--openai-url",
+            "",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 6
+    rows = json.loads(result.stdout)
+    assert rows[0]["name"] == "server live" and rows[0]["ok"] is False
+
+
+# --- failures at start-up --------------------------------------------------------------------------------------------
+def test_serve_on_a_broken_repository_prints_tritons_error_and_exits_non_zero(tmp_path):
+    from tritonrepo.build import BuildRequest, build
+
+    repository = build(BuildRequest(model="tiny-llama", output=tmp_path / "broken")).path
+    weights = repository / "tensorrt_llm/1/hf_model/model.safetensors"
+    weights.unlink()
+    weights.write_bytes(b"not a safetensors file")
+    ports = [str(free_port()) for _ in range(4)]
+    env = {**os.environ, "TRITONREPO_QUIET": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tritonrepo.cli.main", "serve", str(repository), "--http-port", ports[0], "--grpc-port", ports[1],
+         "--metrics-port", ports[2], "--openai-port", ports[3]],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert "failed to load 'tensorrt_llm'" in result.stderr and "SafetensorError" in result.stderr
+    assert "Full log:" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,394 @@
+"""Tests for tritonrepo/frontend/router.py and app.py over HTTP (ASGI in process) and with the openai client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from frontend_fixtures import REPLY, ScriptedGenerator, make_repository, make_tokenizer_dir
+
+from tritonrepo.errors import ServerError
+from tritonrepo.frontend.app import FrontendSettings, build_app, load_repository_info
+from tritonrepo.frontend.app import run as run_frontend
+from tritonrepo.frontend.triton_client import GenerationError
+
+CHAT = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    return make_tokenizer_dir(tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory, tokenizer_dir) -> Path:
+    return make_repository(tmp_path_factory.mktemp("repo"), tokenizer_dir)
+
+
+@pytest.fixture
+def make_app(repository):
+    def make(generator=None, **settings):
+        generator = generator or ScriptedGenerator()
+        return build_app(FrontendSettings(repository=repository, **settings), generator=generator), generator
+
+    return make
+
+
+def client_for(app) -> httpx.AsyncClient:
+    # raise_app_exceptions=False: a 500 must come back as a response, as it would from uvicorn.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def post(app, path: str, **kwargs) -> httpx.Response:
+    async with client_for(app) as client:
+        return await client.post(path, **kwargs)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def assert_openai_error(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+# --- invalid requests ----------------------------------------------------------------------------------------------
+def test_malformed_json_is_400_not_422(make_app):
+    app, _ = make_app()
+    response = run(
+        post(app, "/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
+    )
+    assert "not valid JSON" in assert_openai_error(response, 400)["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**CHAT, "temperature": "hot"}, "temperature"),
+        ({**CHAT, "max_tokens": 0}, "max_tokens"),
+        ({**CHAT, "max_tokens": -5}, "max_tokens"),
+        ({**CHAT, "messages": []}, "messages"),
+        ({**CHAT, "messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
+        ({"model": "tiny-llama"}, "messages"),
+    ],
+)
+def test_wrong_values_are_400_naming_the_field(make_app, body, field):
+    app, generator = make_app()
+    error = assert_openai_error(run(post(app, "/v1/chat/completions", json=body)), 400)
+    assert error["param"] == field and field in error["message"]
+    assert error["type"] == "invalid_request_error" and not generator.calls
+
+
+def test_empty_prompt_and_non_object_body_are_400(make_app):
+    app, _ = make_app()
+    assert assert_openai_error(run(post(app, "/v1/completions", json={"prompt": ""})), 400)["param"] == "prompt"
+    assert assert_openai_error(run(post(app, "/v1/completions", json=[1, 2])), 400)["message"]
+
+
+def test_too_large_max_tokens_is_400_with_numbers(make_app):
+    app, _ = make_app()
+    error = assert_openai_error(run(post(app, "/v1/completions", json={"prompt": "hi", "max_tokens": 4096})), 400)
+    assert "4096" in error["message"] and "128" in error["message"]
+
+
+def test_unknown_model_and_unknown_route_use_the_openai_error_shape(make_app):
+    app, _ = make_app()
+    error = assert_openai_error(run(post(app, "/v1/chat/completions", json={**CHAT, "model": "nope"})), 404)
+    assert "tiny-llama" in error["message"] and error["code"] == "model_not_found"
+    assert_openai_error(run(post(app, "/v1/embeddings", json={})), 404)
+
+
+def test_server_keeps_serving_after_bad_requests(make_app):
+    app, _ = make_app(ScriptedGenerator(error=GenerationError(400, "bad input"), error_after=0))
+
+    async def scenario():
+        async with client_for(app) as client:
+            bad_json = await client.post("/v1/completions", content=b"{", headers={"content-type": "application/json"})
+            bad_generation = await client.post("/v1/completions", json={"prompt": "hi"})
+            app.state.generator.error = None
+            good = await client.post("/v1/completions", json={"prompt": "hi"})
+            return bad_json, bad_generation, good
+
+    bad_json, bad_generation, good = run(scenario())
+    assert bad_json.status_code == 400
+    assert assert_openai_error(bad_generation, 400)["message"] == "bad input"
+    assert good.status_code == 200 and good.json()["choices"][0]["text"] == REPLY
+
+
+def test_unexpected_error_is_a_generic_500(make_app):
+    class Broken(ScriptedGenerator):
+        async def generate(self, model, request):
+            raise RuntimeError("secret internals")
+            yield  # pragma: no cover
+
+    app, _ = make_app(Broken())
+    error = assert_openai_error(run(post(app, "/v1/completions", json={"prompt": "hi"})), 500)
+    assert "secret" not in error["message"] and error["type"] == "server_error"
+
+
+# --- models and health ---------------------------------------------------------------------------------------------
+def test_models_lists_alias_and_entry_points_only(make_app):
+    app, _ = make_app()
+
+    async def get():
+        async with client_for(app) as client:
+            return await client.get("/v1/models"), await client.get("/v1/models/ensemble")
+
+    listing, one = run(get())
+    ids = [card["id"] for card in listing.json()["data"]]
+    assert ids == ["tiny-llama", "ensemble", "tensorrt_llm_bls"]
+    assert not {"preprocessing", "postprocessing", "tensorrt_llm"} & set(ids)
+    assert one.json()["object"] == "model" and one.json()["id"] == "ensemble"
+
+
+@pytest.mark.parametrize(("ready", "status"), [(True, 200), (False, 503)])
+def test_health_follows_generator_readiness(make_app, ready, status):
+    app, _ = make_app(ScriptedGenerator(ready=ready))
+
+    async def get():
+        async with client_for(app) as client:
+            return await client.get("/health")
+
+    assert run(get()).status_code == status
+
+
+# --- streaming -----------------------------------------------------------------------------------------------------
+def sse_events(text: str) -> list[str]:
+    assert text.endswith("data: [DONE]\n\n")
+    events = text.split("\n\n")[:-1]
+    assert all(event.startswith("data: ") for event in events)
+    return [event[len("data: ") :] for event in events]
+
+
+def test_sse_format_and_content(make_app):
+    app, _ = make_app()
+    response = run(post(app, "/v1/chat/completions", json={**CHAT, "stream": True}))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(e) for e in sse_events(response.text)[:-1]]
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == REPLY
+
+
+def test_error_mid_stream_becomes_error_event_then_done(make_app):
+    app, _ = make_app(ScriptedGenerator(error=GenerationError(500, "engine fell over"), error_after=2))
+    response = run(post(app, "/v1/completions", json={"prompt": "hi", "stream": True}))
+    events = sse_events(response.text)
+    assert json.loads(events[-2])["error"]["message"] == "engine fell over"
+    assert events[-1] == "[DONE]"
+
+
+async def call_with_disconnect(
+    app, path: str, body: dict, disconnect: asyncio.Event, *, slow_client: bool = False
+) -> list[dict]:
+    """Drives the ASGI app as uvicorn does; the client goes away once `disconnect` is set.
+
+    slow_client: sending response bytes blocks (a client that stopped reading), so the event stream is left
+    suspended at a yield rather than inside an await when the disconnect arrives.
+    """
+    messages: list[dict] = []
+    request_sent = False
+
+    async def receive():
+        nonlocal request_sent
+        if not request_sent:
+            request_sent = True
+            return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        messages.append(message)
+        if slow_client and b'"content":"h"' in message.get("body", b""):  # mid-generation
+            disconnect.set()
+            await asyncio.Event().wait()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("test", 80),
+    }
+    await asyncio.wait_for(app(scope, receive, send), timeout=5)
+    return messages
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_client_disconnect_while_waiting_for_triton_cancels_the_generation(make_app, stream):
+    app, generator = make_app(ScriptedGenerator(hang_after=2))
+    messages = run(call_with_disconnect(app, "/v1/chat/completions", {**CHAT, "stream": stream}, generator.hanging))
+    assert generator.closed_early == 1 and generator.finished == 0
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    if stream:  # what was generated before the disconnect went out; nothing after it
+        assert b'"content":"h"' in body and b"[DONE]" not in body
+    else:  # nobody reads it, but the handler must end cleanly rather than with a 500
+        assert messages[0]["status"] == 499 and b"closed the request" in body
+
+
+def test_client_disconnect_while_stream_is_paused_closes_the_generation_at_once(make_app):
+    app, generator = make_app(ScriptedGenerator())
+
+    async def scenario():
+        await call_with_disconnect(
+            app, "/v1/chat/completions", {**CHAT, "stream": True}, asyncio.Event(), slow_client=True
+        )
+        return generator.closed_early  # read before the event loop could run any garbage-collection cleanup
+
+    assert run(scenario()) == 1 and generator.finished == 0
+
+
+def test_shutdown_ends_open_streams_at_the_next_event(make_app):
+    app, generator = make_app()
+    app.state.stopping = lambda: bool(generator.calls)  # uvicorn began shutting down once generation started
+    events = sse_events(run(post(app, "/v1/chat/completions", json={**CHAT, "stream": True})).text)
+    assert json.loads(events[1])["choices"][0]["delta"] == {"content": "h"}
+    assert "shutting down" in json.loads(events[2])["error"]["message"] and events[3:] == ["[DONE]"]
+    assert generator.closed_early == 1
+
+
+# --- the official openai client ------------------------------------------------------------------------------------
+def openai_client(app):
+    import openai
+
+    return openai.AsyncOpenAI(
+        base_url="http://test/v1",
+        api_key="unused",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test"),
+    )
+
+
+def test_openai_client_chat_non_streamed_and_streamed(make_app):
+    app, _ = make_app()
+
+    async def scenario():
+        client = openai_client(app)
+        messages = [{"role": "user", "content": "hi"}]
+        completion = await client.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=50)
+        stream = await client.chat.completions.create(
+            model="tiny-llama", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in stream]
+        return completion, chunks
+
+    completion, chunks = run(scenario())
+    assert completion.choices[0].message.content == REPLY and completion.choices[0].finish_reason == "stop"
+    assert completion.usage.completion_tokens == 6
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+    assert chunks[-1].usage.total_tokens == completion.usage.total_tokens
+
+
+def test_openai_client_completions_and_errors(make_app):
+    import openai
+
+    app, _ = make_app()
+
+    async def scenario():
+        client = openai_client(app)
+        completion = await client.completions.create(model="ensemble", prompt="hi", max_tokens=6)
+        with pytest.raises(openai.NotFoundError):
+            await client.completions.create(model="missing", prompt="hi")
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hi"}], n=2)
+        return completion, caught.value
+
+    completion, error = run(scenario())
+    assert completion.choices[0].text == REPLY and completion.choices[0].finish_reason == "length"
+    assert "n > 1" in error.message
+
+
+# --- app.py: reading the repository and running ---------------------------------------------------------------------
+def test_repository_without_manifest_falls_back_to_layout(tmp_path, tokenizer_dir):
+    for name in ("ensemble", "preprocessing", "postprocessing", "tensorrt_llm"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.pbtxt").write_text(f'name: "{name}"\n')
+    (tmp_path / "preprocessing" / "config.pbtxt").write_text(
+        'name: "preprocessing"\nbackend: "python"\n'
+        f'parameters {{ key: "tokenizer_dir" value: {{ string_value: "{tokenizer_dir}" }} }}\n'
+    )
+    info = load_repository_info(tmp_path, served_model_name="my-llm")
+    assert info.models.names() == ["my-llm", "ensemble"] and info.tokenizer_dir == tokenizer_dir
+    assert info.models.limits.max_seq_len is None
+
+
+def test_repository_with_missing_tokenizer_is_a_clear_error(tmp_path, tokenizer_dir):
+    make_repository(tmp_path, tokenizer_dir)
+    manifest = json.loads((tmp_path / "tritonrepo.json").read_text())
+    (tmp_path / "tritonrepo.json").write_text(json.dumps({**manifest, "tokenizer_dir": "nowhere"}))
+    with pytest.raises(ServerError, match="Tokenizer directory .*nowhere"):
+        load_repository_info(tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_run_serves_and_exits_zero_on_sigterm(repository):
+    port = free_port()
+    code = (
+        "from tritonrepo.frontend.app import FrontendSettings, run; "
+        f"run(FrontendSettings(repository={str(repository)!r}, triton_grpc_url='127.0.0.1:1', port={port}))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    try:
+        deadline, health = time.monotonic() + 20, None
+        while time.monotonic() < deadline and health is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert health is not None and health.status_code == 503  # no Triton behind it
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).json()
+        assert models["data"][0]["id"] == "tiny-llama"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_run_returns_when_should_exit_says_so(repository):
+    port, stop = free_port(), threading.Event()
+    settings = FrontendSettings(repository=repository, triton_grpc_url="127.0.0.1:1", port=port)
+    thread = threading.Thread(target=run_frontend, args=(settings,), kwargs={"should_exit": stop.is_set})
+    thread.start()
+    try:
+        deadline, models = time.monotonic() + 15, None
+        while time.monotonic() < deadline and models is None:
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert models is not None and models.status_code == 200
+    finally:
+        stop.set()  # e.g. tritonserver died: the front end must not keep answering without it
+        thread.join(timeout=10)
+    assert not thread.is_alive()

@@ -1,0 +1,343 @@
+"""Tests for tritonrepo/frontend/serving.py (and the pure parts of triton_client.py) without a web server or Triton."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from frontend_fixtures import REPLY, REPLY_CHUNKS, ScriptedGenerator, make_tokenizer_dir
+
+from tritonrepo.frontend.protocol import ChatCompletionRequest, CompletionRequest
+from tritonrepo.frontend.serving import ModelLimits, OpenAIError, OpenAIServing, ServedModels
+from tritonrepo.frontend.triton_client import GenerationError, GenerationParams
+
+LIMITS = ModelLimits(max_input_len=64, max_seq_len=128, max_batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(make_tokenizer_dir(tmp_path_factory.mktemp("tok") / "tokenizer")))
+
+
+def make_serving(tokenizer, generator=None, limits=LIMITS, **kwargs):
+    models = ServedModels(
+        entry_points=("ensemble", "tensorrt_llm_bls"), default_entry_point="ensemble", alias="tiny-llama", limits=limits
+    )
+    return OpenAIServing(generator or ScriptedGenerator(), models, tokenizer, **kwargs)
+
+
+def chat_request(**fields):
+    return ChatCompletionRequest.model_validate(
+        {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], **fields}
+    )
+
+
+async def collect(stream) -> list[dict | str]:
+    """The SSE events of a stream, checking the wire format of each as it comes."""
+    events = []
+    async for line in stream:
+        assert line.startswith("data: ") and line.endswith("\n\n"), line
+        body = line[len("data: ") : -2]
+        events.append(body if body == "[DONE]" else json.loads(body))
+    return events
+
+
+def chat_content(events) -> str:
+    return "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1] if e["choices"])
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# --- chat ----------------------------------------------------------------------------------------------------------
+def test_chat_non_streamed_content_usage_and_request(tokenizer):
+    generator = ScriptedGenerator()
+    response = run(make_serving(tokenizer, generator).chat(chat_request(temperature=0.5, seed=7)))
+    assert response.choices[0].message.content == REPLY
+    assert response.choices[0].finish_reason == "stop"
+    model, params = generator.calls[0]
+    assert model == "ensemble" and params.stream is False and params.temperature == 0.5 and params.seed == 7
+    assert params.prompt == "<s><|user|>\nhi\n<|assistant|>\n"  # the repository's own chat template
+    prompt_tokens = len(tokenizer.encode(params.prompt, add_special_tokens=False))
+    assert response.usage.model_dump() == {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": len(REPLY_CHUNKS),
+        "total_tokens": prompt_tokens + len(REPLY_CHUNKS),
+    }
+    assert response.model == "tiny-llama" and response.id.startswith("chatcmpl-")
+
+
+def test_chat_stream_deltas_equal_non_streamed_content_despite_split_characters(tokenizer):
+    serving = make_serving(tokenizer)
+    events = run(collect(run(serving.chat(chat_request(stream=True)))))
+    assert events[-1] == "[DONE]"
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert events[0]["object"] == "chat.completion.chunk"
+    streamed = chat_content(events)
+    assert "\ufffd" not in streamed
+    assert streamed == run(serving.chat(chat_request())).choices[0].message.content == REPLY
+    assert events[-2]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}
+    assert all("usage" not in e for e in events[:-1])
+
+
+def test_chat_stream_usage_chunk_when_asked(tokenizer):
+    serving = make_serving(tokenizer)
+    events = run(collect(run(serving.chat(chat_request(stream=True, stream_options={"include_usage": True})))))
+    usage_event = events[-2]
+    assert usage_event["choices"] == []
+    assert usage_event["usage"]["completion_tokens"] == len(REPLY_CHUNKS)
+    assert usage_event["usage"]["total_tokens"] == usage_event["usage"]["prompt_tokens"] + len(REPLY_CHUNKS)
+
+
+@pytest.mark.parametrize(("max_tokens", "reason"), [(len(REPLY_CHUNKS), "length"), (len(REPLY_CHUNKS) + 1, "stop")])
+def test_finish_reason_length_only_when_max_tokens_reached(tokenizer, max_tokens, reason):
+    response = run(make_serving(tokenizer).chat(chat_request(max_tokens=max_tokens)))
+    assert response.choices[0].finish_reason == reason
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_string_truncates_sets_stop_and_ends_generation(tokenizer, stream):
+    generator = ScriptedGenerator()
+    serving = make_serving(tokenizer, generator)
+    # "🙂" arrives in three chunks; max_tokens equal to the chunk count would otherwise say "length".
+    request = chat_request(stop=["🙂", "never"], max_tokens=len(REPLY_CHUNKS), stream=stream)
+    if stream:
+        events = run(collect(run(serving.chat(request))))
+        content, reason = chat_content(events), events[-2]["choices"][0]["finish_reason"]
+        assert generator.closed_early == 1  # stopping early closes the generation (Triton cancels it)
+    else:
+        response = run(serving.chat(request))
+        content, reason = response.choices[0].message.content, response.choices[0].finish_reason
+    assert (content, reason) == ("héllo ", "stop")
+    assert generator.calls[0][1].stop == ("🙂", "never")
+
+
+def test_completion_tokens_counted_by_tokenizer_when_model_reports_none(tokenizer):
+    response = run(make_serving(tokenizer, ScriptedGenerator(tokens_per_chunk=None)).chat(chat_request(stream=False)))
+    assert response.usage.completion_tokens == len(tokenizer.encode(REPLY, add_special_tokens=False))
+
+
+def test_entry_points_are_served_by_their_triton_names(tokenizer):
+    generator = ScriptedGenerator()
+    response = run(make_serving(tokenizer, generator).chat(chat_request(model="tensorrt_llm_bls")))
+    assert generator.calls[0][0] == "tensorrt_llm_bls" and response.model == "tensorrt_llm_bls"
+
+
+def test_unknown_model_is_404_listing_served_names(tokenizer):
+    with pytest.raises(OpenAIError) as caught:
+        run(make_serving(tokenizer).chat(chat_request(model="gpt-4")))
+    assert caught.value.status == 404 and caught.value.code == "model_not_found"
+    assert "tiny-llama, ensemble, tensorrt_llm_bls" in caught.value.message
+
+
+def test_list_models_alias_first_then_entry_points(tokenizer):
+    models = run(make_serving(tokenizer).list_models())
+    assert [card.id for card in models.data] == ["tiny-llama", "ensemble", "tensorrt_llm_bls"]
+    assert models.data[0].max_model_len == 128
+
+
+# --- limits and unsupported features -------------------------------------------------------------------------------
+def expect_400(coro) -> OpenAIError:
+    with pytest.raises(OpenAIError) as caught:
+        run(coro)
+    assert caught.value.status == 400, caught.value.message
+    return caught.value
+
+
+def test_prompt_longer_than_max_input_len_is_400_with_numbers(tokenizer):
+    serving = make_serving(tokenizer, limits=ModelLimits(max_input_len=5, max_seq_len=128))
+    prompt_tokens = len(tokenizer.encode("<s><|user|>\nhi\n<|assistant|>\n", add_special_tokens=False))
+    error = expect_400(serving.chat(chat_request()))
+    assert f"{prompt_tokens} tokens" in error.message and "at most 5" in error.message
+    assert error.code == "context_length_exceeded"
+
+
+def test_max_tokens_beyond_sequence_room_is_400_with_numbers(tokenizer):
+    error = expect_400(make_serving(tokenizer).chat(chat_request(max_tokens=500)))
+    assert "500" in error.message and "128" in error.message and error.param == "max_tokens"
+
+
+def test_max_tokens_below_one_is_400_even_when_validation_is_bypassed(tokenizer):
+    request = chat_request()
+    request.max_tokens = 0  # model_validate already refuses 0; serving must not rely on that alone
+    assert expect_400(make_serving(tokenizer).chat(request)).param == "max_tokens"
+
+
+def test_default_max_tokens_is_the_room_left_capped(tokenizer):
+    generator = ScriptedGenerator()
+    run(make_serving(tokenizer, generator).chat(chat_request()))
+    prompt_tokens = len(tokenizer.encode(generator.calls[0][1].prompt, add_special_tokens=False))
+    assert generator.calls[0][1].max_tokens == 128 - prompt_tokens
+    run(make_serving(tokenizer, generator, max_tokens_cap=10).chat(chat_request()))
+    assert generator.calls[1][1].max_tokens == 10
+    run(make_serving(tokenizer, generator, limits=ModelLimits(), max_tokens_cap=33).chat(chat_request()))
+    assert generator.calls[2][1].max_tokens == 33
+
+
+def test_n_above_one_and_logprobs_are_refused(tokenizer):
+    assert "not supported" in expect_400(make_serving(tokenizer).chat(chat_request(n=2))).message
+    assert "not supported yet" in expect_400(make_serving(tokenizer).chat(chat_request(logprobs=True))).message
+    assert expect_400(make_serving(tokenizer).complete(CompletionRequest(prompt="p", logprobs=2))).param == "logprobs"
+
+
+def test_tokenizer_without_chat_template_is_a_clear_400(tmp_path):
+    from transformers import AutoTokenizer
+
+    plain = AutoTokenizer.from_pretrained(str(make_tokenizer_dir(tmp_path / "plain", chat_template=None)))
+    assert "no chat template" in expect_400(make_serving(plain).chat(chat_request())).message
+
+
+def test_sampling_parameter_the_model_lacks_is_refused(tokenizer):
+    generator = ScriptedGenerator(inputs={"text_input", "max_tokens", "stream", "temperature"})
+    assert expect_400(make_serving(tokenizer, generator).chat(chat_request(seed=1))).param == "seed"
+    assert run(make_serving(tokenizer, generator).chat(chat_request(temperature=1.0))).choices[0].message.content
+
+
+# --- errors and cancellation ---------------------------------------------------------------------------------------
+def test_triton_unavailable_fails_before_the_stream_starts(tokenizer):
+    generator = ScriptedGenerator(error=GenerationError(503, "Triton is down"))
+    with pytest.raises(OpenAIError) as caught:
+        run(make_serving(tokenizer, generator).chat(chat_request(stream=True)))
+    assert caught.value.status == 503 and not generator.calls
+
+
+def test_generation_error_mid_stream_surfaces_as_openai_error(tokenizer):
+    generator = ScriptedGenerator(error=GenerationError(400, "bad stop words"), error_after=2)
+
+    async def consume():
+        stream = await make_serving(tokenizer, generator).chat(chat_request(stream=True))
+        return await collect(stream)
+
+    with pytest.raises(OpenAIError) as caught:
+        run(consume())
+    assert caught.value.status == 400 and caught.value.message == "bad stop words"
+
+
+def test_closing_the_stream_early_closes_the_generation(tokenizer):
+    generator = ScriptedGenerator(hang_after=2)
+
+    async def consume_two_then_leave():
+        stream = await make_serving(tokenizer, generator).chat(chat_request(stream=True))
+        first, second = await anext(stream), await anext(stream)
+        await stream.aclose()  # what the router does when the HTTP client goes away
+        return first, second
+
+    first, second = run(consume_two_then_leave())
+    assert '"role":"assistant"' in first and '"content":"h"' in second
+    assert generator.closed_early == 1 and generator.finished == 0
+
+
+# --- completions ---------------------------------------------------------------------------------------------------
+def test_completion_non_streamed_with_echo_and_bos_counted(tokenizer):
+    generator = ScriptedGenerator()
+    response = run(make_serving(tokenizer, generator).complete(CompletionRequest(prompt="Once", echo=True)))
+    assert response.choices[0].text == "Once" + REPLY
+    assert response.object == "text_completion" and response.id.startswith("cmpl-")
+    assert response.usage.prompt_tokens == len(tokenizer.encode("Once", add_special_tokens=True))
+    assert generator.calls[0][1].max_tokens == 16  # OpenAI's default for completions
+    assert generator.calls[0][1].prompt == "Once"
+
+
+def test_completion_stream_matches_non_streamed(tokenizer):
+    serving = make_serving(tokenizer)
+    events = run(collect(run(serving.complete(CompletionRequest(prompt="Once", stream=True, stop=["wör"])))))
+    assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "stop"
+    streamed = "".join(e["choices"][0]["text"] for e in events[:-1])
+    assert streamed == run(serving.complete(CompletionRequest(prompt="Once", stop=["wör"]))).choices[0].text
+    assert streamed == "héllo 🙂 "
+
+
+def test_blank_prompt_is_400(tokenizer):
+    assert expect_400(make_serving(tokenizer).complete(CompletionRequest(prompt="   "))).param == "prompt"
+
+
+# --- triton_client.py: the pure parts (the gRPC path itself needs a tritonserver) ----------------------------------
+def entry_model(batched=True, extra=()):
+    from tritonrepo.frontend.triton_client import EntryModel
+
+    types = {
+        "text_input": "BYTES",
+        "max_tokens": "INT32",
+        "stream": "BOOL",
+        "exclude_input_in_output": "BOOL",
+        "temperature": "FP32",
+        "top_k": "INT32",
+        "random_seed": "UINT64",
+        "stop_words": "BYTES",
+    }
+    types.update(dict(extra))
+    return EntryModel(input_types=types, batched=batched)
+
+
+def sent(inputs) -> dict:
+    return {tensor.name(): (tensor.datatype(), tensor.shape()) for tensor in inputs}
+
+
+def test_build_inputs_sends_only_declared_inputs_with_batch_dim():
+    from tritonrepo.frontend.triton_client import build_inputs
+
+    params = GenerationParams(prompt="hé", max_tokens=5, temperature=0.7, top_p=0.9, seed=3, stop=("a", "bc"))
+    tensors = sent(build_inputs(entry_model(), params))
+    assert tensors == {
+        "text_input": ("BYTES", [1, 1]),
+        "max_tokens": ("INT32", [1, 1]),
+        "stream": ("BOOL", [1, 1]),
+        "exclude_input_in_output": ("BOOL", [1, 1]),
+        "temperature": ("FP32", [1, 1]),
+        "random_seed": ("UINT64", [1, 1]),
+        "stop_words": ("BYTES", [1, 2]),
+    }  # no top_p declared
+    unbatched = sent(build_inputs(entry_model(batched=False), params))
+    assert unbatched["max_tokens"] == ("INT32", [1]) and unbatched["stop_words"] == ("BYTES", [2])
+
+
+def test_temperature_zero_becomes_greedy_top_k():
+    from tritonrepo.frontend.triton_client import build_inputs
+
+    greedy = GenerationParams(prompt="x", max_tokens=1, temperature=0.0)
+    tensors = sent(build_inputs(entry_model(), greedy))
+    assert "temperature" not in tensors and "top_k" in tensors
+    without_top_k = entry_model()
+    del without_top_k.input_types["top_k"]
+    assert "temperature" in sent(build_inputs(without_top_k, greedy))  # no better way to ask for greedy
+
+
+def test_parse_result_joins_bytes_and_reads_final_flag():
+    import struct
+
+    import numpy as np
+    from tritonclient.grpc import InferResult, service_pb2
+
+    from tritonrepo.frontend.triton_client import parse_result
+
+    response = service_pb2.ModelInferResponse(model_name="ensemble")
+    response.outputs.add(name="text_output", datatype="BYTES", shape=[1, 1])
+    response.raw_output_contents.append(struct.pack("<I", 2) + b"h\xc3")  # Triton's BYTES wire format
+    response.outputs.add(name="num_output_tokens", datatype="INT32", shape=[1, 1])
+    response.raw_output_contents.append(np.array([[2]], dtype=np.int32).tobytes())
+    chunk, final = parse_result(InferResult(response))
+    assert chunk.text_bytes == b"h\xc3" and chunk.num_tokens == 2 and not final
+
+    empty_final = service_pb2.ModelInferResponse(model_name="ensemble")
+    empty_final.parameters["triton_final_response"].bool_param = True
+    assert parse_result(InferResult(empty_final)) == (None, True)
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "status"),
+    [
+        ("StatusCode.INVALID_ARGUMENT", "anything", 400),
+        ("StatusCode.UNAVAILABLE", "failed to connect", 503),
+        (None, "[request id: 1] unexpected shape for input 'max_tokens'", 400),
+        (None, "Request for unknown model: 'ensemble' is not found", 503),
+        (None, "CUDA out of memory", 500),
+    ],
+)
+def test_status_for_triton_errors(code, message, status):
+    from tritonrepo.frontend.triton_client import status_for
+
+    assert status_for(code, message) == status

@@ -1,0 +1,102 @@
+"""Tests for tritonrepo/frontend/text.py: incremental UTF-8 decoding and stop strings."""
+
+from __future__ import annotations
+
+import pytest
+
+from tritonrepo.frontend.text import IncrementalText, StopStringMatcher
+
+
+def decode_all(chunks: list[bytes]) -> list[str]:
+    decoder = IncrementalText()
+    return [decoder.feed(chunk) for chunk in chunks] + [decoder.finish()]
+
+
+def test_two_byte_character_split_over_two_chunks_comes_out_once_whole():
+    assert decode_all([b"caf\xc3", b"\xa9!"]) == ["caf", "é!", ""]
+
+
+def test_four_byte_emoji_fed_one_byte_at_a_time():
+    pieces = decode_all([b"\xf0", b"\x9f", b"\x99", b"\x82", b" ok"])
+    assert pieces == ["", "", "", "🙂", " ok", ""]
+    assert "\ufffd" not in "".join(pieces)
+
+
+@pytest.mark.parametrize("split", range(1, len("héllo 🙂 wörld 日本".encode())))
+def test_every_split_point_decodes_to_the_same_text(split):
+    data = "héllo 🙂 wörld 日本".encode()
+    assert "".join(decode_all([data[:split], data[split:]])) == "héllo 🙂 wörld 日本"
+
+
+def test_unfinished_character_at_the_end_is_flushed_as_replacement():
+    decoder = IncrementalText()
+    assert decoder.feed(b"ab\xf0\x9f") == "ab"
+    assert decoder.finish() == "\ufffd"
+
+
+def test_invalid_bytes_become_replacement_not_an_exception():
+    assert "".join(decode_all([b"a\xffb"])) == "a\ufffdb"
+
+
+def run_matcher(stops: list[str], pieces: list[str]) -> tuple[str, bool]:
+    matcher = StopStringMatcher(stops)
+    out = []
+    for piece in pieces:
+        text, matched = matcher.feed(piece)
+        out.append(text)
+        if matched:
+            return "".join(out), True
+    return "".join(out) + matcher.finish(), False
+
+
+def test_no_stop_strings_passes_text_through_immediately():
+    matcher = StopStringMatcher([])
+    assert matcher.feed("hello") == ("hello", False)
+    assert matcher.finish() == ""
+
+
+def test_stop_string_truncates_and_is_not_included():
+    assert run_matcher(["STOP"], ["one two STOP three"]) == ("one two ", True)
+
+
+def test_stop_string_split_across_chunks_is_found():
+    assert run_matcher(["\n\n"], ["first line\n", "\nsecond"]) == ("first line", True)
+    assert run_matcher(["<|end|>"], ["answer<", "|e", "nd", "|>more"]) == ("answer", True)
+
+
+def test_possible_stop_prefix_is_held_back_then_released():
+    matcher = StopStringMatcher(["<|end|>"])
+    assert matcher.feed("value <|e") == ("value ", False)
+    assert matcher.feed("xtra") == ("<|extra", False)
+
+
+def test_held_back_tail_is_released_at_finish():
+    matcher = StopStringMatcher(["END"])
+    assert matcher.feed("the EN") == ("the ", False)
+    assert matcher.finish() == "EN"
+
+
+def test_first_of_several_stop_strings_wins():
+    assert run_matcher(["world", "lo"], ["hello world"]) == ("hel", True)
+
+
+def test_nothing_after_a_match():
+    matcher = StopStringMatcher(["x"])
+    assert matcher.feed("axb") == ("a", True)
+    assert matcher.feed("more") == ("", True)
+    assert matcher.finish() == ""
+
+
+def test_empty_stop_strings_are_ignored():
+    assert run_matcher(["", "Z"], ["abc"]) == ("abc", False)
+
+
+def test_stop_with_multibyte_text_through_both_layers():
+    decoder, matcher = IncrementalText(), StopStringMatcher(["🙂"])
+    out = []
+    for chunk in [b"h\xc3", b"\xa9 \xf0\x9f", b"\x99\x82 after"]:
+        text, matched = matcher.feed(decoder.feed(chunk))
+        out.append(text)
+        if matched:
+            break
+    assert "".join(out) == "hé " and matcher.matched

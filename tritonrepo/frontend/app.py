@@ -1,0 +1,215 @@
+"""Builds the front end once (repository manifest, tokenizer, Triton client) and runs it under uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ServerError
+from .serving import ModelLimits, OpenAIServing, ServedModels
+from .triton_client import TextGenerator, TritonGrpcGenerator
+
+if TYPE_CHECKING:  # fastapi and transformers are imported only when an app is built
+    from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "tritonrepo.json"
+ENTRY_POINT_NAMES = ("ensemble", "tensorrt_llm_bls")
+
+
+@dataclass
+class FrontendSettings:
+    repository: Path
+    triton_grpc_url: str = "localhost:8001"
+    host: str = "127.0.0.1"
+    port: int = 9000
+    served_model_name: str | None = None  # replaces the manifest's model name as the alias
+    graceful_shutdown_s: float = 5.0  # open streams get this long after SIGTERM, then they are cancelled
+
+
+@dataclass(frozen=True)
+class RepositoryInfo:
+    models: ServedModels
+    tokenizer_dir: Path
+
+
+# --- what the repository serves ------------------------------------------------------------------------------------
+def load_repository_info(repository: Path, served_model_name: str | None = None) -> RepositoryInfo:
+    """Served names, limits and tokenizer from tritonrepo.json, or from the layout of a repository made elsewhere."""
+    root = Path(repository)
+    if not root.is_dir():
+        raise ServerError(
+            f"Model repository {root} is not a local directory.",
+            hint="The front end needs the repository (for its tokenizer) on local disk.",
+        )
+    manifest_path = root / MANIFEST_NAME
+    if manifest_path.is_file():
+        return _from_manifest(root, _read_manifest(manifest_path), served_model_name)
+    return _from_layout(root, served_model_name)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ServerError(f"Cannot read {path}: {exc}") from exc
+    if manifest.get("format") != 1:
+        raise ServerError(f"{path} has format {manifest.get('format')!r}; this front end reads format 1.")
+    return manifest
+
+
+def _from_manifest(root: Path, manifest: dict[str, Any], override: str | None) -> RepositoryInfo:
+    entry_points = tuple(manifest.get("entry_points") or ())
+    default = manifest.get("default_entry_point") or (entry_points[0] if entry_points else None)
+    if not entry_points or default not in entry_points:
+        raise ServerError(
+            f"{root / MANIFEST_NAME} names no usable entry point (entry_points={list(entry_points)}, "
+            f"default_entry_point={default!r})."
+        )
+    limits = manifest.get("limits") or {}
+    models = ServedModels(
+        entry_points=entry_points,
+        default_entry_point=default,
+        alias=override or (manifest.get("model") or {}).get("name"),
+        limits=ModelLimits(
+            max_input_len=limits.get("max_input_len"),
+            max_seq_len=limits.get("max_seq_len"),
+            max_batch_size=limits.get("max_batch_size"),
+        ),
+    )
+    tokenizer_dir = manifest.get("tokenizer_dir")
+    if not tokenizer_dir:
+        raise ServerError(f"{root / MANIFEST_NAME} has no tokenizer_dir.")
+    return RepositoryInfo(models=models, tokenizer_dir=_existing_dir(root, tokenizer_dir))
+
+
+def _from_layout(root: Path, override: str | None) -> RepositoryInfo:
+    entry_points = tuple(name for name in ENTRY_POINT_NAMES if (root / name / "config.pbtxt").is_file())
+    if not entry_points:
+        names = ", ".join(ENTRY_POINT_NAMES)
+        raise ServerError(f"{root} has neither {MANIFEST_NAME} nor an entry-point model ({names}).")
+    models = ServedModels(entry_points=entry_points, default_entry_point=entry_points[0], alias=override)
+    return RepositoryInfo(models=models, tokenizer_dir=_existing_dir(root, _preprocessing_tokenizer_dir(root)))
+
+
+def _preprocessing_tokenizer_dir(root: Path) -> str:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    path = root / "preprocessing" / "config.pbtxt"
+    try:
+        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    except (OSError, text_format.ParseError) as exc:
+        raise ServerError(f"Cannot find the tokenizer: {path} is unreadable ({exc}).") from exc
+    if "tokenizer_dir" not in config.parameters:
+        raise ServerError(f"{path} has no tokenizer_dir parameter.")
+    return config.parameters["tokenizer_dir"].string_value
+
+
+def _existing_dir(root: Path, value: str) -> Path:
+    path = Path(value)
+    path = path if path.is_absolute() else root / path
+    if "${" in value or not path.is_dir():
+        raise ServerError(
+            f"Tokenizer directory {path} does not exist.",
+            hint="Rebuild the repository, or fix tokenizer_dir to a local directory.",
+        )
+    return path
+
+
+# --- the app -------------------------------------------------------------------------------------------------------
+def load_tokenizer(tokenizer_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    except Exception as exc:  # transformers raises many types (OSError, ValueError, ImportError)
+        raise ServerError(f"Cannot load the tokenizer from {tokenizer_dir}: {exc}") from exc
+
+
+def build_app(settings: FrontendSettings, generator: TextGenerator | None = None) -> FastAPI:
+    """The FastAPI app with its state built once; `generator` replaces the Triton client (tests)."""
+    from fastapi import FastAPI
+
+    from .router import install_error_handlers, router
+
+    info = load_repository_info(settings.repository, settings.served_model_name)
+    tokenizer = load_tokenizer(info.tokenizer_dir)
+    if generator is None:
+        generator = TritonGrpcGenerator(settings.triton_grpc_url, ready_models=info.models.entry_points)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        close = getattr(generator, "close", None)
+        if close is not None:
+            await close()
+
+    app = FastAPI(title="tritonrepo OpenAI-compatible front end", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.generator = generator
+    app.state.serving = OpenAIServing(generator, info.models, tokenizer)
+    app.include_router(router)
+    install_error_handlers(app)
+    return app
+
+
+def run(settings: FrontendSettings, *, should_exit: Callable[[], bool] | None = None) -> None:
+    """Serves until SIGTERM, SIGINT or `should_exit()` (polled twice a second), shuts down gracefully, returns.
+
+    After SIGTERM it returns normally, so the process exits 0; after SIGINT uvicorn re-raises KeyboardInterrupt.
+    """
+    import uvicorn
+
+    app = build_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+    )
+    server = uvicorn.Server(config)
+    app.state.stopping = lambda: server.should_exit  # streams end early once uvicorn begins its shutdown
+    finished = threading.Event()
+    if should_exit is not None:
+        threading.Thread(
+            target=_watch, args=(server, should_exit, finished), daemon=True, name="frontend-should-exit"
+        ).start()
+    try:
+        _serve(server)
+    finally:
+        finished.set()
+
+
+def _watch(server: Any, should_exit: Callable[[], bool], finished: threading.Event) -> None:
+    # uvicorn checks should_exit on every tick of its main loop, so setting it from this thread is enough.
+    while not finished.wait(0.5):
+        if should_exit():
+            server.should_exit = True
+            return
+
+
+def _serve(server: Any) -> None:
+    if threading.current_thread() is not threading.main_thread():  # signal handlers need the main thread
+        server.run()
+        return
+
+    def stop(*_: Any) -> None:
+        server.should_exit = True
+
+    # uvicorn re-raises a caught SIGTERM after its graceful shutdown, which would kill the process with status
+    # -15; this handler receives that re-raise (and any SIGTERM before uvicorn listens) so run() returns normally.
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,382 @@
+"""OpenAI chat and completion semantics over a TextGenerator (no web framework here; testable directly)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from .protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionResponse,
+    DeltaMessage,
+    ErrorInfo,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    UsageInfo,
+)
+from .text import IncrementalText, StopStringMatcher
+from .triton_client import GenerationError, GenerationParams, TextGenerator, input_for
+
+DEFAULT_MAX_TOKENS_CAP = 2048  # max_tokens when the request gives none: the room left, but at most this
+DONE_EVENT = "data: [DONE]\n\n"
+
+
+class OpenAIError(Exception):
+    """The one error type of the serving layer; the router turns it into an HTTP status and an OpenAI error body."""
+
+    def __init__(
+        self, status: int, message: str, *, type: str | None = None, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or ("invalid_request_error" if status < 500 else "server_error")
+        self.param = param
+        self.code = code
+
+    def to_response(self) -> ErrorResponse:
+        return ErrorResponse(error=ErrorInfo(message=self.message, type=self.type, param=self.param, code=self.code))
+
+    @classmethod
+    def from_generation(cls, exc: GenerationError) -> OpenAIError:
+        return cls(exc.status, exc.message)
+
+
+def sse_event(payload: BaseModel) -> str:
+    return f"data: {payload.model_dump_json()}\n\n"
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """Token limits of the served model; None where the repository does not say."""
+
+    max_input_len: int | None = None
+    max_seq_len: int | None = None
+    max_batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ServedModels:
+    """The names clients may ask for: an alias (the model's name) for the default entry point, and each entry point."""
+
+    entry_points: tuple[str, ...]
+    default_entry_point: str
+    alias: str | None = None
+    limits: ModelLimits = field(default_factory=ModelLimits)
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(([self.alias] if self.alias else []) + list(self.entry_points)))
+
+    def resolve(self, name: str | None) -> str:
+        """The Triton entry-point model for a requested name (no name: the default)."""
+        if name is None or name == self.alias:
+            return self.default_entry_point
+        if name in self.entry_points:
+            return name
+        raise OpenAIError(
+            404,
+            f"The model {name!r} does not exist; served models: {', '.join(self.names())}.",
+            param="model",
+            code="model_not_found",
+        )
+
+    def public_name(self, name: str | None) -> str:
+        return name or self.alias or self.default_entry_point
+
+
+@dataclass
+class _Job:
+    """One validated request, ready to run."""
+
+    entry_point: str
+    model_name: str
+    params: GenerationParams
+    prompt_tokens: int
+    include_usage: bool
+    request_id: str
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass
+class _Outcome:
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+
+    def usage(self, prompt_tokens: int) -> UsageInfo:
+        return UsageInfo(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=prompt_tokens + self.completion_tokens,
+        )
+
+
+class OpenAIServing:
+    """Validates OpenAI requests against the served model, runs them, and shapes responses or SSE streams."""
+
+    def __init__(
+        self,
+        generator: TextGenerator,
+        models: ServedModels,
+        tokenizer: Any,
+        *,
+        max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP,
+    ) -> None:
+        self.generator = generator
+        self.models = models
+        self.tokenizer = tokenizer
+        self.max_tokens_cap = max_tokens_cap
+
+    async def list_models(self) -> ModelList:
+        created = int(time.time())
+        return ModelList(
+            data=[
+                ModelCard(id=name, created=created, max_model_len=self.models.limits.max_seq_len)
+                for name in self.models.names()
+            ]
+        )
+
+    # --- chat ------------------------------------------------------------------------------------------------------
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[str]:
+        if request.logprobs or request.top_logprobs:
+            raise OpenAIError(400, "logprobs are not supported yet.", param="logprobs")
+        prompt = self._chat_prompt(request)
+        # The chat template already writes BOS, so the tokenizer must not add it again.
+        job = await self._prepare(request, prompt, add_special_tokens=False, prefix="chatcmpl")
+        if request.stream:
+            return self._chat_stream(job)
+        outcome = _Outcome()
+        content = "".join([piece async for piece in self._texts(job, outcome)])
+        return ChatCompletionResponse(
+            id=job.request_id,
+            created=job.created,
+            model=job.model_name,
+            choices=[ChatChoice(message=AssistantMessage(content=content), finish_reason=outcome.finish_reason)],
+            usage=outcome.usage(job.prompt_tokens),
+        )
+
+    def _chat_prompt(self, request: ChatCompletionRequest) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise OpenAIError(
+                400, "This model's tokenizer has no chat template; use /v1/completions instead.", param="messages"
+            )
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages
+        ]
+        try:
+            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # jinja raises for conversations the template refuses (e.g. no system role)
+            raise OpenAIError(400, f"The chat template rejected these messages: {exc}", param="messages") from exc
+        return prompt
+
+    async def _chat_stream(self, job: _Job) -> AsyncIterator[str]:
+        def chunk(delta: DeltaMessage, finish_reason: str | None = None) -> str:
+            return sse_event(
+                ChatCompletionChunk(
+                    id=job.request_id,
+                    created=job.created,
+                    model=job.model_name,
+                    choices=[ChatChunkChoice(delta=delta, finish_reason=finish_reason)],
+                )
+            )
+
+        outcome = _Outcome()
+        yield chunk(DeltaMessage(role="assistant", content=""))
+        async for piece in self._texts(job, outcome):
+            yield chunk(DeltaMessage(content=piece))
+        yield chunk(DeltaMessage(), outcome.finish_reason)
+        if job.include_usage:
+            yield sse_event(
+                ChatCompletionChunk(
+                    id=job.request_id,
+                    created=job.created,
+                    model=job.model_name,
+                    choices=[],
+                    usage=outcome.usage(job.prompt_tokens),
+                )
+            )
+        yield DONE_EVENT
+
+    # --- completions -----------------------------------------------------------------------------------------------
+    async def complete(self, request: CompletionRequest) -> CompletionResponse | AsyncIterator[str]:
+        if request.logprobs:
+            raise OpenAIError(400, "logprobs are not supported yet.", param="logprobs")
+        job = await self._prepare(request, request.prompt, add_special_tokens=True, prefix="cmpl")
+        echoed = request.prompt if request.echo else ""
+        if request.stream:
+            return self._completion_stream(job, echoed)
+        outcome = _Outcome()
+        text = "".join([piece async for piece in self._texts(job, outcome)])
+        return CompletionResponse(
+            id=job.request_id,
+            created=job.created,
+            model=job.model_name,
+            choices=[CompletionChoice(text=echoed + text, finish_reason=outcome.finish_reason)],
+            usage=outcome.usage(job.prompt_tokens),
+        )
+
+    async def _completion_stream(self, job: _Job, echoed: str) -> AsyncIterator[str]:
+        def chunk(text: str, finish_reason: str | None = None) -> str:
+            return sse_event(
+                CompletionChunk(
+                    id=job.request_id,
+                    created=job.created,
+                    model=job.model_name,
+                    choices=[CompletionChoice(text=text, finish_reason=finish_reason)],
+                )
+            )
+
+        outcome = _Outcome()
+        if echoed:
+            yield chunk(echoed)
+        async for piece in self._texts(job, outcome):
+            yield chunk(piece)
+        yield chunk("", outcome.finish_reason)
+        if job.include_usage:
+            yield sse_event(
+                CompletionChunk(
+                    id=job.request_id,
+                    created=job.created,
+                    model=job.model_name,
+                    choices=[],
+                    usage=outcome.usage(job.prompt_tokens),
+                )
+            )
+        yield DONE_EVENT
+
+    # --- shared ----------------------------------------------------------------------------------------------------
+    async def _prepare(
+        self, request: ChatCompletionRequest | CompletionRequest, prompt: str, *, add_special_tokens: bool, prefix: str
+    ) -> _Job:
+        if request.n != 1:
+            raise OpenAIError(400, "n > 1 is not supported; send one request per completion.", param="n")
+        entry_point = self.models.resolve(request.model)
+        if not prompt.strip():
+            raise OpenAIError(400, "The prompt is empty.", param="prompt")
+        prompt_tokens = len(self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens))
+        prompt_param = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
+        max_tokens = self._max_tokens(request.requested_max_tokens(), prompt_tokens, prompt_param)
+        try:
+            # Asked before any streaming starts, so an unreachable Triton is a 503 rather than an error event.
+            declared = await self.generator.model_inputs(entry_point)
+        except GenerationError as exc:
+            raise OpenAIError.from_generation(exc) from exc
+        self._check_supported(request, declared, entry_point)
+        params = GenerationParams(
+            prompt=prompt,
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k,
+            seed=request.seed,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            stop=tuple(request.stop_strings()),
+            stream=request.stream,
+        )
+        return _Job(
+            entry_point=entry_point,
+            model_name=self.models.public_name(request.model),
+            params=params,
+            prompt_tokens=prompt_tokens,
+            include_usage=request.include_usage(),
+            request_id=f"{prefix}-{uuid.uuid4().hex}",
+        )
+
+    def _max_tokens(self, requested: int | None, prompt_tokens: int, prompt_param: str) -> int:
+        limits = self.models.limits
+        if limits.max_input_len is not None and prompt_tokens > limits.max_input_len:
+            raise OpenAIError(
+                400,
+                f"The prompt has {prompt_tokens} tokens; this model accepts at most "
+                f"{limits.max_input_len} input tokens.",
+                param=prompt_param,
+                code="context_length_exceeded",
+            )
+        if requested is not None and requested < 1:
+            raise OpenAIError(400, f"max_tokens must be at least 1, got {requested}.", param="max_tokens")
+        if limits.max_seq_len is None:
+            return requested if requested is not None else self.max_tokens_cap
+        room = limits.max_seq_len - prompt_tokens
+        if requested is None:
+            if room < 1:
+                raise OpenAIError(
+                    400,
+                    f"The prompt has {prompt_tokens} tokens, which leaves no room to generate "
+                    f"within the model's {limits.max_seq_len} tokens.",
+                    param=prompt_param,
+                    code="context_length_exceeded",
+                )
+            return min(room, self.max_tokens_cap)
+        if requested > room:
+            raise OpenAIError(
+                400,
+                f"max_tokens is {requested} but the prompt has {prompt_tokens} tokens and this "
+                f"model handles at most {limits.max_seq_len} tokens in all, so at most "
+                f"{max(room, 0)} can be generated.",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return requested
+
+    @staticmethod
+    def _check_supported(request: Any, declared: set[str], entry_point: str) -> None:
+        # A sampling parameter the entry model has no input for would be silently ignored; say so instead.
+        for name in ("temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty"):
+            if getattr(request, name) is not None and input_for(name, declared) is None:
+                raise OpenAIError(400, f"{name} is not supported by the model {entry_point!r}.", param=name)
+
+    async def _texts(self, job: _Job, outcome: _Outcome) -> AsyncIterator[str]:
+        """The generated text in pieces: decoded across chunk borders and cut at the first stop string.
+
+        Non-streamed responses join these same pieces, so streamed and non-streamed content are identical.
+        """
+        decoder = IncrementalText()
+        matcher = StopStringMatcher(job.params.stop)
+        raw = bytearray()
+        counts: list[int | None] = []
+        try:
+            # aclosing: leaving early (stop string, client gone) closes the generator, which cancels the request.
+            async with contextlib.aclosing(self.generator.generate(job.entry_point, job.params)) as chunks:
+                async for chunk in chunks:
+                    raw += chunk.text_bytes
+                    counts.append(chunk.num_tokens)
+                    text, matched = matcher.feed(decoder.feed(chunk.text_bytes))
+                    if text:
+                        yield text
+                    if matched:
+                        break
+        except GenerationError as exc:
+            raise OpenAIError.from_generation(exc) from exc
+        if not matcher.matched:
+            text, _ = matcher.feed(decoder.finish())
+            tail = text + matcher.finish()
+            if tail:
+                yield tail
+        outcome.completion_tokens = self._completion_tokens(raw, counts)
+        if matcher.matched:
+            outcome.finish_reason = "stop"
+        else:
+            # The end token is not part of the output, so reaching max_tokens is the only sign of truncation.
+            outcome.finish_reason = "length" if outcome.completion_tokens >= job.params.max_tokens else "stop"
+
+    def _completion_tokens(self, raw: bytes, counts: Sequence[int | None]) -> int:
+        if counts and all(count is not None for count in counts):
+            return sum(count for count in counts if count is not None)
+        # The model does not report token counts: count by re-tokenizing what it generated.
+        text = bytes(raw).decode("utf-8", errors="replace")
+        return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0

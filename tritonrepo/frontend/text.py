@@ -1,0 +1,68 @@
+"""Turning streamed UTF-8 bytes into text: incremental decoding and OpenAI-style stop strings."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable
+
+
+class IncrementalText:
+    """Decodes UTF-8 bytes that arrive in pieces; a character split across pieces comes out whole, once."""
+
+    def __init__(self) -> None:
+        # errors="replace": invalid bytes from the model become U+FFFD instead of failing the request.
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> str:
+        """The text completed by `data`; an unfinished trailing character is kept for the next call."""
+        return self._decoder.decode(data)
+
+    def finish(self) -> str:
+        """Flush: a character left unfinished at the end becomes U+FFFD."""
+        return self._decoder.decode(b"", final=True)
+
+
+class StopStringMatcher:
+    """Cuts streamed text at the first stop string (which is not emitted), as OpenAI does.
+
+    Text that could be the start of a stop string is held back until the next piece shows whether it is.
+    """
+
+    def __init__(self, stops: Iterable[str] = ()) -> None:
+        self._stops = tuple(dict.fromkeys(s for s in stops if s))
+        self._held = ""
+        self.matched = False
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Returns (text safe to emit now, whether a stop string has matched). After a match, nothing more comes."""
+        if self.matched:
+            return "", True
+        if not self._stops:
+            return text, False
+        buffer = self._held + text
+        cut = self._first_match(buffer)
+        if cut is not None:
+            self.matched = True
+            self._held = ""
+            return buffer[:cut], True
+        keep = self._partial_suffix_len(buffer)
+        self._held = buffer[len(buffer) - keep :]
+        return buffer[: len(buffer) - keep], False
+
+    def finish(self) -> str:
+        """The held-back tail at the end of generation (it never became a stop string)."""
+        held, self._held = self._held, ""
+        return "" if self.matched else held
+
+    def _first_match(self, buffer: str) -> int | None:
+        positions = [i for i in (buffer.find(stop) for stop in self._stops) if i >= 0]
+        return min(positions) if positions else None
+
+    def _partial_suffix_len(self, buffer: str) -> int:
+        """Length of the longest end of `buffer` that is the beginning of some stop string."""
+        longest = max(len(stop) for stop in self._stops) - 1
+        for size in range(min(longest, len(buffer)), 0, -1):
+            tail = buffer[-size:]
+            if any(stop.startswith(tail) for stop in self._stops):
+                return size
+        return 0

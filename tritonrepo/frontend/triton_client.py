@@ -1,0 +1,292 @@
+"""The front end's one narrow interface to Triton: stream text out of a decoupled entry model over gRPC."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # tritonclient/grpc are imported lazily: importing this module stays cheap
+    from tritonclient.grpc import InferInput, InferResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What the serving layer asks for; None means "the model's default" and is not sent."""
+
+    prompt: str
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    stop: tuple[str, ...] = ()
+    stream: bool = True
+
+
+@dataclass(frozen=True)
+class GeneratedChunk:
+    """Raw UTF-8 bytes of newly generated tokens (a character may be split across chunks)."""
+
+    text_bytes: bytes
+    num_tokens: int | None = None
+
+
+class GenerationError(Exception):
+    """A Triton failure translated at this boundary; `status` is the HTTP status the front end should answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class TextGenerator(Protocol):
+    def generate(self, model: str, request: GenerationParams) -> AsyncIterator[GeneratedChunk]:
+        """An async generator; closing it early cancels the request on the server."""
+        ...
+
+    async def is_ready(self) -> bool: ...
+
+    async def model_inputs(self, model: str) -> set[str]: ...
+
+
+# --- request building (pure apart from tritonclient's tensor classes) ------------------------------------------------
+# A request field -> the entry-model inputs that can carry it; the first one the model declares is used.
+_FIELD_INPUTS: dict[str, tuple[str, ...]] = {
+    "max_tokens": ("max_tokens",),
+    "temperature": ("temperature",),
+    "top_p": ("top_p",),
+    "top_k": ("top_k",),
+    "seed": ("random_seed", "seed"),
+    "presence_penalty": ("presence_penalty",),
+    "frequency_penalty": ("frequency_penalty",),
+}
+
+
+def input_for(field: str, declared: set[str]) -> str | None:
+    """The entry-model input that carries `field`, or None when the model has no such input."""
+    return next((name for name in _FIELD_INPUTS.get(field, (field,)) if name in declared), None)
+
+
+@dataclass(frozen=True)
+class EntryModel:
+    """What the entry model's config says about its inputs: name -> Triton datatype, and whether it batches."""
+
+    input_types: dict[str, str]
+    batched: bool
+
+    @classmethod
+    def from_config(cls, config: Any) -> EntryModel:
+        from tritonclient.grpc import model_config_pb2
+
+        types = {}
+        for tensor in config.input:
+            name = model_config_pb2.DataType.Name(tensor.data_type).removeprefix("TYPE_")
+            types[tensor.name] = "BYTES" if name == "STRING" else name
+        return cls(input_types=types, batched=config.max_batch_size > 0)
+
+
+def sampling_values(params: GenerationParams, declared: set[str]) -> dict[str, Any]:
+    """Request fields with a value, keyed by field name."""
+    values: dict[str, Any] = {
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "seed": params.seed,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+    }
+    if params.temperature == 0 and "top_k" in declared:
+        # OpenAI's temperature 0 means greedy; TensorRT-LLM and HF sampling reject 0, and top_k=1 is greedy there.
+        values["temperature"] = None
+        values["top_k"] = 1
+    return {field: value for field, value in values.items() if value is not None}
+
+
+def build_inputs(model: EntryModel, params: GenerationParams) -> list[InferInput]:
+    """The tensors to send: only inputs the entry model declares, with its datatypes and a batch dim of 1."""
+    declared = set(model.input_types)
+    values: dict[str, Any] = {"text_input": [params.prompt.encode()]}
+    for field, value in sampling_values(params, declared).items():
+        name = input_for(field, declared)
+        if name is not None:
+            values[name] = value
+    values["stream"] = params.stream
+    values["exclude_input_in_output"] = True  # the prompt must not come back as part of the completion
+    values["return_num_output_tokens"] = True  # Triton's own OpenAI front end asks for token counts this way
+    if params.stop:
+        values["stop_words"] = [stop.encode() for stop in params.stop]
+    return [_tensor(model, name, value) for name, value in values.items() if name in declared]
+
+
+def _tensor(model: EntryModel, name: str, value: Any) -> InferInput:
+    import numpy as np
+    from tritonclient.grpc import InferInput
+    from tritonclient.utils import triton_to_np_dtype
+
+    datatype = model.input_types[name]
+    dtype = np.object_ if datatype == "BYTES" else triton_to_np_dtype(datatype)
+    array = np.array(value if isinstance(value, list) else [value], dtype=dtype)
+    if model.batched:
+        array = array.reshape(1, -1)  # scalars as [1, 1], lists as [1, n]
+    tensor = InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+# --- response parsing and error translation ------------------------------------------------------------------------
+def parse_result(result: InferResult) -> tuple[GeneratedChunk | None, bool]:
+    """(chunk or None for an empty final response, whether this is the final response)."""
+    response = result.get_response()
+    final = "triton_final_response" in response.parameters and response.parameters["triton_final_response"].bool_param
+    declared = {output.name for output in response.outputs}
+    if "text_output" not in declared:
+        return None, final
+    text = result.as_numpy("text_output")
+    data = b"".join(item if isinstance(item, bytes) else str(item).encode() for item in text.reshape(-1))
+    num_tokens = None
+    if "num_output_tokens" in declared:
+        num_tokens = int(result.as_numpy("num_output_tokens").sum())
+    return GeneratedChunk(text_bytes=data, num_tokens=num_tokens), final
+
+
+_BAD_REQUEST_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"}
+_UNAVAILABLE_CODES = {"UNAVAILABLE", "NOT_FOUND", "DEADLINE_EXCEEDED", "UNIMPLEMENTED"}
+# Errors inside the stream come without a gRPC code; these phrases are how Triton and the models word bad input.
+_BAD_REQUEST_PHRASES = (
+    "invalid argument",
+    "unexpected shape",
+    "unexpected datatype",
+    "unexpected inference input",
+    "expected",
+    "must be",
+    "exceeds",
+    "too long",
+    "out of range",
+    "invalid",
+)
+_UNAVAILABLE_PHRASES = ("unknown model", "not ready", "unavailable", "failed to connect", "is not found")
+
+
+def status_for(code: str | None, message: str) -> int:
+    """The HTTP status for a Triton failure: 400 bad input, 503 Triton/model unavailable, 500 otherwise."""
+    code = (code or "").removeprefix("StatusCode.")
+    if code in _BAD_REQUEST_CODES:
+        return 400
+    if code in _UNAVAILABLE_CODES:
+        return 503
+    lowered = message.lower()
+    if any(phrase in lowered for phrase in _UNAVAILABLE_PHRASES):
+        return 503
+    if any(phrase in lowered for phrase in _BAD_REQUEST_PHRASES):
+        return 400
+    return 500
+
+
+def translate_error(exc: BaseException, model: str) -> GenerationError:
+    """Any tritonclient or grpc error -> GenerationError (the only error type that leaves this module)."""
+    import grpc
+
+    if isinstance(exc, GenerationError):
+        return exc
+    if isinstance(exc, grpc.aio.AioRpcError):
+        code, message = exc.code().name, exc.details() or str(exc)
+    else:
+        status = getattr(exc, "status", None)
+        code = status() if callable(status) else None
+        message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
+        message = message or str(exc)
+    status_code = status_for(code, message)
+    if status_code == 503:
+        message = f"Triton model {model!r} is not available: {message}"
+    return GenerationError(status_code, message)
+
+
+# --- the client ----------------------------------------------------------------------------------------------------
+class TritonGrpcGenerator:
+    """TextGenerator over Triton's gRPC streaming API; one bidirectional stream per request, all on one channel."""
+
+    def __init__(self, url: str, *, ready_models: Sequence[str] = (), timeout_s: float = 5.0) -> None:
+        self.url = url
+        self.ready_models = tuple(ready_models)
+        self.timeout_s = timeout_s
+        self._client: Any = None
+        self._models: dict[str, EntryModel] = {}
+
+    def _grpc(self) -> Any:
+        # Created on first use: a grpc.aio channel belongs to the event loop that is running when it is made.
+        if self._client is None:
+            from tritonclient.grpc.aio import InferenceServerClient
+
+            self._client = InferenceServerClient(self.url)
+        return self._client
+
+    async def _entry_model(self, model: str) -> EntryModel:
+        if model not in self._models:
+            try:
+                response = await self._grpc().get_model_config(model, client_timeout=self.timeout_s)
+            except Exception as exc:
+                raise translate_error(exc, model) from exc
+            self._models[model] = EntryModel.from_config(response.config)
+        return self._models[model]
+
+    async def model_inputs(self, model: str) -> set[str]:
+        return set((await self._entry_model(model)).input_types)
+
+    async def is_ready(self) -> bool:
+        try:
+            client = self._grpc()
+            if not await client.is_server_ready(client_timeout=self.timeout_s):
+                return False
+            for model in self.ready_models:
+                if not await client.is_model_ready(model, client_timeout=self.timeout_s):
+                    return False
+            return True
+        except Exception as exc:  # any failure to ask means "not ready"; /health only needs yes or no
+            log.debug("Triton at %s is not ready: %s", self.url, exc)
+            return False
+
+    async def generate(self, model: str, request: GenerationParams) -> AsyncIterator[GeneratedChunk]:
+        entry = await self._entry_model(model)
+        inputs = build_inputs(entry, request)
+        request_id = uuid.uuid4().hex
+
+        async def one_request() -> AsyncIterator[dict[str, Any]]:
+            # Ending this iterator half-closes the stream; Triton still sends every response of the request.
+            yield {"model_name": model, "inputs": inputs, "request_id": request_id}
+
+        responses = self._grpc().stream_infer(one_request())
+        finished = False
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise translate_error(error, model)
+                chunk, final = parse_result(result)
+                if chunk is not None and (chunk.text_bytes or chunk.num_tokens):
+                    yield chunk
+                if final:
+                    break
+            finished = True
+        except GenerationError:
+            raise
+        except Exception as exc:
+            raise translate_error(exc, model) from exc
+        finally:
+            if not finished:
+                # The caller stopped early (client gone, stop string, error): cancelling the gRPC call makes
+                # Triton cancel the request, so the engine frees its slot instead of generating to max_tokens.
+                responses.cancel()
+                log.debug("cancelled Triton request %s", request_id)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,120 @@
+"""`tritonrepo serve`: tritonserver on a repository, ready-checked, then the OpenAI front end; one Ctrl-C stops both."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonrepo import progress
+from tritonrepo.errors import PortInUseError, ServerError
+from tritonrepo.repository.manifest import MANIFEST, read_manifest
+from tritonrepo.serving.tritonserver import TritonServer, find_tritonserver, port_is_free
+
+DEFAULT_BUILD_ROOT = Path("build")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    openai_port: int = 9000  # 0: no front end
+    tritonserver: str | None = None
+    served_model_name: str | None = None
+    log_file: Path | None = None
+    ready_timeout: float = 600
+
+
+def default_repository(build_root: Path = DEFAULT_BUILD_ROOT) -> Path:
+    """The repository under ./build when none is named: the only one, or the most recently built."""
+    candidates = sorted(
+        (p for p in build_root.glob("*") if (p / MANIFEST).is_file()), key=lambda p: (p / MANIFEST).stat().st_mtime
+    )
+    if not candidates:
+        raise ServerError(
+            f"no repository given and none found under {build_root}/",
+            hint="Run `tritonrepo build --model tiny-llama` first, or pass the repository folder.",
+        )
+    if len(candidates) > 1:
+        progress.say(f"    {len(candidates)} repositories under {build_root}/; serving the newest, {candidates[-1]}")
+    return candidates[-1]
+
+
+def serve_repository(options: ServeOptions) -> None:
+    """Blocks until Ctrl-C/SIGTERM (or tritonserver exits); always stops what it started."""
+    repository = options.repository.resolve()
+    if not repository.is_dir():
+        raise ServerError(f"{options.repository} is not a directory", hint="Pass a model repository folder.")
+    if options.openai_port and not port_is_free(options.host, options.openai_port):
+        raise PortInUseError(
+            f"port {options.openai_port} on {options.host} is already in use", hint="Choose another: --openai-port."
+        )
+    installation = find_tritonserver(options.tritonserver)
+    log_path = options.log_file or repository.with_name(repository.name + ".tritonserver.log")
+    _stop_on_sigterm()
+    server = TritonServer(
+        installation,
+        str(repository),
+        log_path=log_path,
+        http_port=options.http_port,
+        grpc_port=options.grpc_port,
+        metrics_port=options.metrics_port,
+        host=options.host,
+    )
+    started = time.monotonic()
+    progress.say(f"==> Starting tritonserver ({installation.source}: {installation.binary})")
+    with server:
+        server.wait_ready(timeout=options.ready_timeout, on_progress=_show_states)
+        progress.say(f"    every model is ready after {time.monotonic() - started:.1f}s")
+        progress.say(f"Triton: HTTP http://{server.http_url}  gRPC {server.grpc_url}  metrics :{options.metrics_port}")
+        if options.openai_port:
+            _run_frontend(options, repository, server)
+        else:
+            progress.say("Press Ctrl-C to stop.")
+            _wait_while_running(server)
+    progress.say("Stopped.")
+
+
+def _run_frontend(options: ServeOptions, repository: Path, server: TritonServer) -> None:
+    from tritonrepo.frontend.app import FrontendSettings, run
+
+    settings = FrontendSettings(
+        repository=repository,
+        triton_grpc_url=server.grpc_url,
+        host=options.host,
+        port=options.openai_port,
+        served_model_name=options.served_model_name,
+    )
+    manifest = read_manifest(repository) or {}
+    name = options.served_model_name or manifest.get("model", {}).get("name") or "ensemble"
+    progress.say(
+        f"OpenAI endpoint: http://{options.host}:{options.openai_port}/v1  (model {name!r}).  Ctrl-C stops both."
+    )
+    run(settings, should_exit=lambda: server.returncode is not None)
+    if server.returncode is not None:
+        raise ServerError(f"tritonserver exited with code {server.returncode}", hint=f"See {server.log_path}.")
+
+
+def _show_states(states: dict[str, str]) -> None:
+    progress.say("    " + ", ".join(f"{name}: {state}" for name, state in sorted(states.items())))
+
+
+def _wait_while_running(server: TritonServer) -> None:
+    while server.returncode is None:
+        time.sleep(0.5)
+    raise ServerError(f"tritonserver exited with code {server.returncode}", hint=f"See {server.log_path}.")
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM becomes KeyboardInterrupt, so the `with` blocks above unwind and stop tritonserver."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
