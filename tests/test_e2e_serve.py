@@ -20,21 +20,18 @@ pytestmark = pytest.mark.e2e
 PROMPTS = ["Hello world", "The café in 東京 serves", "Ünïcödé 🙂 and"]
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every live process whose ancestry includes pid (read from /proc)."""
-    parents = {}
+def _processes_using(path: Path) -> list[str]:
+    """Command lines of live processes that mention `path` (tritonserver and its Python stubs all do)."""
+    found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
                 continue
-    found, frontier = set(), {pid}
-    while frontier:
-        children = {child for child, parent in parents.items() if parent in frontier}
-        frontier = children - found
-        found |= children
+            if str(path) in command and state != "Z":
+                found.append(command)
     return found
 
 
@@ -83,8 +80,7 @@ def deployment(tmp_path_factory):
     yield deployment
     deployment.process.send_signal(signal.SIGTERM)
     assert deployment.process.wait(timeout=60) == 0, deployment.log.read_text()[-3000:]
-    leftovers = _descendants(deployment.process.pid)
-    assert not leftovers, f"processes left behind: {leftovers}"
+    assert not _processes_using(deployment.repository), "processes left behind"
 
 
 # --- tritonclient helpers ------------------------------------------------------------------------------------------
@@ -363,3 +359,75 @@ def test_serve_on_a_broken_repository_prints_tritons_error_and_exits_non_zero(tm
     assert result.returncode == 5, result.stderr[-2000:]
     assert "failed to load 'tensorrt_llm'" in result.stderr and "SafetensorError" in result.stderr
     assert "Full log:" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- cancellation: a client that goes away stops the engine ---------------------------------------------------------
+def _cancellations(deployment) -> list[int]:
+    """Token counts of the requests the runtime reports as cancelled, from the tritonserver log."""
+    import re
+
+    log = deployment.repository.with_name(deployment.repository.name + ".tritonserver.log").read_text()
+    return [int(n) for n in re.findall(r"request cancelled after (\d+) tokens", log)]
+
+
+def _wait_for_new_cancellation(deployment, before: int) -> int:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        seen = _cancellations(deployment)
+        if len(seen) > before:
+            return seen[-1]
+        time.sleep(0.2)
+    raise AssertionError("the runtime never saw the cancellation: it would have generated to max_tokens")
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tensorrt_llm_bls"])
+def test_an_openai_client_that_disconnects_mid_stream_stops_generation(deployment, model):
+    import httpx
+
+    before = len(_cancellations(deployment))
+    body = {"model": model, "prompt": "hi", "max_tokens": 1500, "stream": True}
+    with httpx.stream("POST", f"{deployment.base_url}/completions", json=body, timeout=30) as response:
+        for index, _line in enumerate(response.iter_lines()):
+            if index >= 8:
+                break  # leave mid-stream: the connection closes here
+    assert _wait_for_new_cancellation(deployment, before) < 200
+
+
+def test_cancelling_a_bls_stream_over_grpc_stops_generation(deployment):
+    import queue
+
+    import tritonclient.grpc as grpc_client
+
+    before = len(_cancellations(deployment))
+    results: queue.Queue = queue.Queue()
+    client = grpc_client.InferenceServerClient(f"127.0.0.1:{deployment.grpc}")
+    tensors = []
+    for name, value in _text_request("hi", 1500, True).items():
+        tensor = grpc_client.InferInput(
+            name,
+            list(value.shape),
+            "BYTES" if value.dtype == object else "INT32" if value.dtype == np.int32 else "BOOL",
+        )
+        tensor.set_data_from_numpy(value)
+        tensors.append(tensor)
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    client.async_stream_infer("tensorrt_llm_bls", tensors)
+    for _ in range(5):
+        results.get(timeout=30)
+    client.stop_stream(cancel_requests=True)
+    client.close()
+    assert _wait_for_new_cancellation(deployment, before) < 200
+
+
+def test_ctrl_c_stops_serve_and_tritonserver_cleanly(tmp_path):
+    from tritonrepo.build import BuildRequest, build
+
+    repository = build(BuildRequest(model="tiny-llama", output=tmp_path / "ctrl-c")).path
+    second = Deployment(repository, tmp_path / "serve.log")
+    second.wait_healthy()
+    assert len(_processes_using(repository)) >= 5  # tritonserver and a stub per Python model: the check can fail
+    second.process.send_signal(signal.SIGINT)
+    assert second.process.wait(timeout=60) == 0
+    output = second.log.read_text()
+    assert output.rstrip().endswith("Stopped.") and "Traceback" not in output
+    assert not _processes_using(repository)

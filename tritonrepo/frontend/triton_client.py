@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -81,6 +83,9 @@ class EntryModel:
 
     input_types: dict[str, str]
     batched: bool
+    # For an ensemble: the step model with a `stop` input. Triton does not pass an ensemble's cancellation on to
+    # its steps, so an abandoned request is stopped the TensorRT-LLM way: `stop` under the same request id.
+    stop_target: str | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> EntryModel:
@@ -220,6 +225,7 @@ class TritonGrpcGenerator:
         self.timeout_s = timeout_s
         self._client: Any = None
         self._models: dict[str, EntryModel] = {}
+        self._stopping: set[asyncio.Future] = set()
 
     def _grpc(self) -> Any:
         # Created on first use: a grpc.aio channel belongs to the event loop that is running when it is made.
@@ -235,8 +241,45 @@ class TritonGrpcGenerator:
                 response = await self._grpc().get_model_config(model, client_timeout=self.timeout_s)
             except Exception as exc:
                 raise translate_error(exc, model) from exc
-            self._models[model] = EntryModel.from_config(response.config)
+            entry = EntryModel.from_config(response.config)
+            if response.config.platform == "ensemble":
+                entry = dataclasses.replace(entry, stop_target=await self._stop_target(response.config))
+            self._models[model] = entry
         return self._models[model]
+
+    async def _stop_target(self, ensemble_config: Any) -> str | None:
+        for step in ensemble_config.ensemble_scheduling.step:
+            try:
+                step_config = (
+                    await self._grpc().get_model_config(step.model_name, client_timeout=self.timeout_s)
+                ).config
+            except Exception:  # a step we cannot read cannot be stopped either; cancellation stays best effort
+                continue
+            if any(tensor.name == "stop" for tensor in step_config.input):
+                return step.model_name
+        return None
+
+    async def _send_stop(self, model: str, request_id: str) -> None:
+        """Ask `model` to stop generating for `request_id` (its `stop` input); failures are only logged."""
+        import numpy as np
+
+        entry = await self._entry_model(model)
+        values = {"input_ids": [0], "input_lengths": 1, "request_output_len": 1, "stop": True}
+        inputs = [_tensor(entry, name, np.array(value).tolist()) for name, value in values.items()]
+
+        async def one_request() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": model, "inputs": inputs, "request_id": request_id}
+
+        async def first_response() -> None:
+            async for _result, error in self._grpc().stream_infer(one_request()):
+                if error is not None:
+                    raise error
+                return
+
+        try:
+            await asyncio.wait_for(first_response(), self.timeout_s)
+        except Exception as exc:
+            log.warning("could not stop request %s on %s: %s", request_id, model, exc)
 
     async def model_inputs(self, model: str) -> set[str]:
         return set((await self._entry_model(model)).input_types)
@@ -284,6 +327,10 @@ class TritonGrpcGenerator:
                 # The caller stopped early (client gone, stop string, error): cancelling the gRPC call makes
                 # Triton cancel the request, so the engine frees its slot instead of generating to max_tokens.
                 responses.cancel()
+                if entry.stop_target is not None:
+                    task = asyncio.ensure_future(self._send_stop(entry.stop_target, request_id))
+                    self._stopping.add(task)  # keep a reference until it is done
+                    task.add_done_callback(self._stopping.discard)
                 log.debug("cancelled Triton request %s", request_id)
 
     async def close(self) -> None:

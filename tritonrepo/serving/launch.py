@@ -68,6 +68,14 @@ def serve_repository(options: ServeOptions) -> None:
     )
     started = time.monotonic()
     progress.say(f"==> Starting tritonserver ({installation.source}: {installation.binary})")
+    try:
+        _serve_until_stopped(options, repository, server, started)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM before the front end took over: a normal way to stop
+        pass
+    progress.say("Stopped.")
+
+
+def _serve_until_stopped(options: ServeOptions, repository: Path, server: TritonServer, started: float) -> None:
     with server:
         server.wait_ready(timeout=options.ready_timeout, on_progress=_show_states)
         progress.say(f"    every model is ready after {time.monotonic() - started:.1f}s")
@@ -77,7 +85,6 @@ def serve_repository(options: ServeOptions) -> None:
         else:
             progress.say("Press Ctrl-C to stop.")
             _wait_while_running(server)
-    progress.say("Stopped.")
 
 
 def _run_frontend(options: ServeOptions, repository: Path, server: TritonServer) -> None:

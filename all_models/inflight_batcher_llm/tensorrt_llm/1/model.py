@@ -87,6 +87,7 @@ class _Reply:
         self._finish(error_response(f"tensorrt_llm (hf runtime): {error}"))
 
     def on_cancel(self, sequence):
+        pb_utils.Logger.log_info(f"hf runtime: request cancelled after {len(sequence.output_ids)} tokens")
         if self.sender is not None:
             self.sender.send(flags=FINAL)
         else:
