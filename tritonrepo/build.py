@@ -12,21 +12,9 @@ from tritonrepo.repository.params import ENTRY_POINTS, HF_MODEL_DIR, TOKENIZER_D
 from tritonrepo.repository.render import render_repository
 from tritonrepo.repository.validate import check_repository
 from tritonrepo.repository.writer import place_files, staged_directory, write_rendered
-from tritonrepo.source.resolve import ModelSource, resolve_model
+from tritonrepo.source.resolve import CHECKPOINT_FILES, TOKENIZER_FILES, ModelSource, resolve_model
 
 DEFAULT_OUTPUT_ROOT = Path("build")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "*.tiktoken",
-)
-CHECKPOINT_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ServerError
+from ..repository.manifest import MANIFEST
+from ..repository.params import ENTRY_POINTS
 from .serving import ModelLimits, OpenAIServing, ServedModels
 from .triton_client import TextGenerator, TritonGrpcGenerator
 
@@ -20,9 +22,6 @@ if TYPE_CHECKING:  # fastapi and transformers are imported only when an app is b
     from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
-
-MANIFEST_NAME = "tritonrepo.json"
-ENTRY_POINT_NAMES = ("ensemble", "tensorrt_llm_bls")
 
 
 @dataclass
@@ -50,7 +49,7 @@ def load_repository_info(repository: Path, served_model_name: str | None = None)
             f"Model repository {root} is not a local directory.",
             hint="The front end needs the repository (for its tokenizer) on local disk.",
         )
-    manifest_path = root / MANIFEST_NAME
+    manifest_path = root / MANIFEST
     if manifest_path.is_file():
         return _from_manifest(root, _read_manifest(manifest_path), served_model_name)
     return _from_layout(root, served_model_name)
@@ -71,7 +70,7 @@ def _from_manifest(root: Path, manifest: dict[str, Any], override: str | None) -
     default = manifest.get("default_entry_point") or (entry_points[0] if entry_points else None)
     if not entry_points or default not in entry_points:
         raise ServerError(
-            f"{root / MANIFEST_NAME} names no usable entry point (entry_points={list(entry_points)}, "
+            f"{root / MANIFEST} names no usable entry point (entry_points={list(entry_points)}, "
             f"default_entry_point={default!r})."
         )
     limits = manifest.get("limits") or {}
@@ -87,15 +86,15 @@ def _from_manifest(root: Path, manifest: dict[str, Any], override: str | None) -
     )
     tokenizer_dir = manifest.get("tokenizer_dir")
     if not tokenizer_dir:
-        raise ServerError(f"{root / MANIFEST_NAME} has no tokenizer_dir.")
+        raise ServerError(f"{root / MANIFEST} has no tokenizer_dir.")
     return RepositoryInfo(models=models, tokenizer_dir=_existing_dir(root, tokenizer_dir))
 
 
 def _from_layout(root: Path, override: str | None) -> RepositoryInfo:
-    entry_points = tuple(name for name in ENTRY_POINT_NAMES if (root / name / "config.pbtxt").is_file())
+    entry_points = tuple(name for name in ENTRY_POINTS if (root / name / "config.pbtxt").is_file())
     if not entry_points:
-        names = ", ".join(ENTRY_POINT_NAMES)
-        raise ServerError(f"{root} has neither {MANIFEST_NAME} nor an entry-point model ({names}).")
+        names = ", ".join(ENTRY_POINTS)
+        raise ServerError(f"{root} has neither {MANIFEST} nor an entry-point model ({names}).")
     models = ServedModels(entry_points=entry_points, default_entry_point=entry_points[0], alias=override)
     return RepositoryInfo(models=models, tokenizer_dir=_existing_dir(root, _preprocessing_tokenizer_dir(root)))
 

@@ -12,12 +12,9 @@ from tritonrepo import __version__, progress
 from tritonrepo.errors import ModelDownloadError, ModelNotFoundError, UnsupportedModelError
 
 EMBEDDED_MODELS = ("tiny-llama",)
-# What a build needs from a Hub repository: weights, configs, tokenizer. Never the *.bin/*.pth duplicates.
-HUB_PATTERNS = (
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "config.json",
-    "generation_config.json",
+# The files a build takes from a checkpoint, by glob; downloads fetch exactly these (never *.bin/*.pth duplicates).
+CHECKPOINT_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json")
+TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -28,6 +25,7 @@ HUB_PATTERNS = (
     "chat_template.jinja",
     "*.tiktoken",
 )
+HUB_PATTERNS = CHECKPOINT_FILES + TOKENIZER_FILES
 
 
 @dataclass(frozen=True)
