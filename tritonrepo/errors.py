@@ -47,6 +47,31 @@ class RenderError(TritonRepoError):
     exit_code = 3
 
 
+class HardwareError(PlanError):
+    """An unknown --gpu profile, or GPUs that cannot be planned for (mixed models)."""
+
+
+class PlanDoesNotFitError(PlanError):
+    """The model does not fit the hardware; the message has the numbers and the nearest plan that would."""
+
+
+# --- engine build (TensorRT-LLM) -----------------------------------------------------------------------------------
+class EngineBuildError(TritonRepoError):
+    """Checkpoint conversion or trtllm-build failed; `log_path` has the full output."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, log_path: str | None = None, hint: str | None = None) -> None:
+        self.log_path = log_path
+        super().__init__(message + (f" Full log: {log_path}" if log_path else ""), hint=hint)
+
+
+class EngineMismatchError(TritonRepoError):
+    """Engines built for another GPU, TensorRT-LLM version or world size than the one serving them."""
+
+    exit_code = 5
+
+
 # --- validation ----------------------------------------------------------------------------------------------------
 class ValidationError(TritonRepoError):
     """A repository failed validation. `problems` lists every finding as 'file:line: message'."""
