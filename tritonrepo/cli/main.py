@@ -80,6 +80,57 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
 
 
 @cli.command()
+@click.option("--model", "-m", required=True, help="A known model name, Hugging Face id, local folder or tiny-llama.")
+@click.option("--gpu", help="Plan for hardware you do not have: NAME[xN], e.g. A100-40GB, 'H100-80GB x8', L4.")
+@click.option("--runtime", type=click.Choice(["auto", "hf", "tensorrtllm"]), default="auto", show_default=True)
+@click.option("--quantization", type=click.Choice(["none", "fp8", "fp8-kv"]), default="none", show_default=True)
+@click.option("--tp-size", type=click.IntRange(min=1), help="Tensor parallel size [default: the smallest that fits].")
+@click.option("--pp-size", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline parallel size.")
+@click.option("--max-batch-size", type=click.IntRange(min=1))
+@click.option("--max-input-len", type=click.IntRange(min=1))
+@click.option("--max-seq-len", type=click.IntRange(min=2))
+@click.option("--max-num-tokens", type=click.IntRange(min=1))
+@click.option("--kv-cache-free-gpu-mem-fraction", type=click.FloatRange(0.05, 0.99), default=0.9, show_default=True)
+@click.option("--revision", help="Hub revision, when the model's config.json comes from the Hub.")
+@click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@_handle_errors
+def plan(model, gpu, runtime, quantization, tp_size, pp_size, max_batch_size, max_input_len, max_seq_len,
+         max_num_tokens, kv_cache_free_gpu_mem_fraction, revision, offline, as_json) -> None:  # fmt: skip
+    """Show the deployment plan for MODEL on this machine's GPUs or on --gpu; no GPU needed."""
+    from tritonrepo.plan import PlanRequest
+    from tritonrepo.plan_report import format_plan
+    from tritonrepo.planner import make_plan
+
+    request = PlanRequest(
+        runtime=runtime,
+        max_batch_size=max_batch_size,
+        max_input_len=max_input_len,
+        max_seq_len=max_seq_len,
+        max_num_tokens=max_num_tokens,
+        quantization=quantization,
+        tp_size=tp_size,
+        pp_size=pp_size,
+        kv_cache_free_gpu_mem_fraction=kv_cache_free_gpu_mem_fraction,
+    )
+    result = make_plan(model, gpu=gpu, request=request, revision=revision, offline=offline)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        click.echo(format_plan(result.plan, result.build_command))
+
+
+@cli.command()
+def models() -> None:
+    """List the known models (short names usable with --model)."""
+    from tritonrepo.source.catalog import CATALOG
+
+    for entry in CATALOG:
+        facts = entry.facts
+        click.echo(f"{entry.name:<32} {entry.hf_id:<44} {facts.num_params / 1e9:7.2f}B  {entry.serving_path}")
+
+
+@cli.command()
 @click.argument("repository", type=click.Path(path_type=Path))
 @_handle_errors
 def validate(repository: Path) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from tritonrepo import __version__, progress
 from tritonrepo.errors import ModelDownloadError, ModelNotFoundError, UnsupportedModelError
+from tritonrepo.source.catalog import ModelFacts, lookup
 
 EMBEDDED_MODELS = ("tiny-llama",)
 # The files a build takes from a checkpoint, by glob; downloads fetch exactly these (never *.bin/*.pth duplicates).
@@ -58,6 +59,10 @@ def resolve_model(
 ) -> ModelSource:
     if spec in EMBEDDED_MODELS:
         return _embedded(spec)
+    entry = lookup(spec)
+    if entry is not None:
+        source = _hub(entry.hf_id, revision=revision, cache_dir=cache_dir, token=token, offline=offline)
+        return replace(source, name=entry.name)
     path = Path(spec).expanduser()
     if path.is_dir():
         return _local(path)
@@ -66,7 +71,8 @@ def resolve_model(
     if spec.count("/") != 1:
         raise ModelNotFoundError(
             f"unknown model {spec!r}",
-            hint=f"Use an embedded model ({', '.join(EMBEDDED_MODELS)}), a local checkpoint folder, "
+            hint=f"Use an embedded model ({', '.join(EMBEDDED_MODELS)}), a known model (e.g. "
+            "DeepSeek-R1-Distill-Llama-8B; `tritonrepo models` lists them), a local checkpoint folder, "
             "or a Hugging Face id such as deepseek-ai/DeepSeek-R1-Distill-Llama-8B.",
         )
     return _hub(spec, revision=revision, cache_dir=cache_dir, token=token, offline=offline)
@@ -147,3 +153,36 @@ def _hub(repo_id: str, *, revision, cache_dir, token, offline) -> ModelSource:
     path = Path(local)
     check_checkpoint(path)
     return ModelSource(name=repo_id.split("/")[-1], kind="hub", id=repo_id, revision=revision, path=path)
+
+
+def model_facts(spec: str, *, revision: str | None = None, offline: bool = False) -> tuple[str, ModelFacts]:
+    """(display name, facts) for planning, without downloading weights: the catalog, a local folder, the embedded
+    model, or just config.json from the Hub (or its local cache)."""
+    entry = lookup(spec)
+    if entry is not None:
+        return entry.name, entry.facts
+    if spec in EMBEDDED_MODELS:
+        return spec, ModelFacts.from_config(_embedded(spec).config())
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        config = path / "config.json"
+        if not config.is_file():
+            raise UnsupportedModelError(f"{path} has no config.json")
+        return path.name, ModelFacts.from_config(json.loads(config.read_text()))
+    if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
+        resolve_model(spec)  # raises the same clear error a build would
+    from huggingface_hub import errors as hub_errors
+    from huggingface_hub import hf_hub_download
+
+    try:
+        config = hf_hub_download(spec, "config.json", revision=revision, local_files_only=offline)
+    except hub_errors.GatedRepoError:
+        raise ModelDownloadError(f"{spec} is gated", hint="Set HF_TOKEN to a token with access.") from None
+    except hub_errors.RepositoryNotFoundError:
+        raise ModelNotFoundError(f"{spec} was not found on the Hugging Face Hub") from None
+    except (hub_errors.LocalEntryNotFoundError, hub_errors.HfHubHTTPError, OSError) as error:
+        raise ModelDownloadError(
+            f"cannot read {spec}'s config.json ({type(error).__name__}): not in the catalog, and the Hub is unreachable",
+            hint="Plan offline with a known model name or a local checkpoint folder.",
+        ) from None
+    return spec.split("/")[-1], ModelFacts.from_config(json.loads(Path(config).read_text()))
