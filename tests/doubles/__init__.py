@@ -1,0 +1,1 @@
+"""Test doubles for external systems that cannot run on this machine (TensorRT-LLM); each is named as a double."""

@@ -1,0 +1,13 @@
+"""TEST DOUBLE -- NOT TensorRT-LLM. A recording stand-in for the `tensorrt_llm` package, which cannot run here.
+
+TensorRT-LLM needs CUDA and lives in NVIDIA's NGC containers, so tritonrepo's adapter tests put this folder on
+PYTHONPATH instead. It mirrors the names tritonrepo calls (Mapping, MODEL_MAP, QuantConfig, QuantAlgo,
+from_hugging_face, quantize, save_checkpoint, the trtllm-build entry point), records every call as JSON into the file
+named by $FAKE_TRTLLM_RECORD, writes the files the real package would (rank{i}.safetensors + config.json,
+rank{i}.engine + config.json, with placeholder contents), and fails on request ($FAKE_TRTLLM_FAIL=convert|build).
+Nothing it writes is a usable checkpoint or engine.
+"""
+
+from tensorrt_llm._double import fake_version
+
+__version__ = fake_version()
