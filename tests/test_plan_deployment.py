@@ -19,7 +19,9 @@ SEED = PlanRequest(max_seq_len=8192, max_input_len=4096, max_batch_size=256)
 
 def _plan(model: str, gpu: str, request: PlanRequest | None = None):
     entry = lookup(model)
-    return plan_deployment(entry.name, entry.facts, parse_gpu(gpu), request or PlanRequest(), tensorrt_llm_available=True)
+    return plan_deployment(
+        entry.name, entry.facts, parse_gpu(gpu), request or PlanRequest(), tensorrt_llm_available=True
+    )
 
 
 def test_seed_recipe_distill_llama_8b_on_one_a100_40gb():
