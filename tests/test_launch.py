@@ -54,3 +54,18 @@ def test_a_taken_openai_port_is_refused_before_tritonserver_starts(tmp_path):
         with pytest.raises(PortInUseError, match=f"port {port} .*--openai-port"):
             serve_repository(ServeOptions(repository=repository, openai_port=port))
     assert not (tmp_path / "repo.tritonserver.log").exists()  # nothing was started
+
+
+def test_engines_are_checked_against_this_machine_before_tritonserver_starts(tmp_path):
+    import json
+
+    from tritonrepo.errors import EngineMismatchError
+
+    repository = tmp_path / "engines"
+    repository.mkdir()
+    record = {"tensorrt_llm_version": "0.17.0", "gpu_name": "H100-80GB", "compute_capability": [9, 0],
+              "tp_size": 1, "pp_size": 1, "world_size": 1}  # fmt: skip
+    (repository / MANIFEST).write_text(json.dumps({"runtime": "tensorrtllm", "engine": record}))
+    with pytest.raises(EngineMismatchError, match="need a GPU"):  # this machine has none
+        serve_repository(ServeOptions(repository=repository))
+    assert not (tmp_path / "engines.tritonserver.log").exists()

@@ -74,6 +74,7 @@ def test_fp8_halves_the_weights_on_gpus_that_support_it_and_is_refused_before_sm
     assert fp8.memory.weights == pytest.approx(bf16.memory.weights, rel=0.01)  # half the bytes on half the GPUs
     kv_only = _plan("DeepSeek-R1-Distill-Llama-8B", "L4", PlanRequest(quantization="fp8-kv"))
     assert (kv_only.weight_dtype, kv_only.kv_cache_dtype) == ("bfloat16", "fp8")
+    assert not kv_only.use_paged_context_fmha  # TensorRT-LLM refuses FP8 KV + paged context FMHA on bf16 weights
     with pytest.raises(PlanError, match="SM89 and newer.*A100-40GB is SM80"):
         _plan("DeepSeek-R1-Distill-Llama-8B", "A100-40GB", PlanRequest(quantization="fp8"))
 

@@ -6,13 +6,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonrepo import __version__, hardware, progress
-from tritonrepo.plan import Limits, RuntimeChoice, choose_runtime, plan_limits
+from tritonrepo.engines import build_engines, engine_record, engine_spec
+from tritonrepo.errors import PlanError
+from tritonrepo.plan import DeploymentPlan, Limits, PlanRequest, RuntimeChoice, plan_deployment
 from tritonrepo.repository.manifest import FORMAT, file_digests, library_versions, now_utc, write_manifest
-from tritonrepo.repository.params import ENTRY_POINTS, HF_MODEL_DIR, TOKENIZER_DIR, RepositoryParams
+from tritonrepo.repository.params import ENGINE_DIR, ENTRY_POINTS, HF_MODEL_DIR, TOKENIZER_DIR, RepositoryParams
 from tritonrepo.repository.render import render_repository
 from tritonrepo.repository.validate import check_repository
 from tritonrepo.repository.writer import place_files, staged_directory, write_rendered
+from tritonrepo.source.catalog import ModelFacts
 from tritonrepo.source.resolve import CHECKPOINT_FILES, TOKENIZER_FILES, ModelSource, resolve_model
+from tritonrepo.trtllm.adapter import InstalledTensorRTLLM, TensorRTLLM
 
 DEFAULT_OUTPUT_ROOT = Path("build")
 
@@ -26,6 +30,10 @@ class BuildRequest:
     max_batch_size: int | None = None
     max_input_len: int | None = None
     max_seq_len: int | None = None
+    max_num_tokens: int | None = None
+    quantization: str = "none"
+    tp_size: int | None = None
+    pp_size: int = 1
     decoupled: bool = True
     offline: bool = False
 
@@ -39,59 +47,103 @@ class BuildResult:
     manifest: dict = field(repr=False)
 
 
-def build(request: BuildRequest) -> BuildResult:
+def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> BuildResult:
+    """`adapter` drives TensorRT-LLM (engine builds); the installed one unless a caller passes another."""
     with progress.step(f"Resolving model {request.model}"):
         source = resolve_model(request.model, revision=request.revision, offline=request.offline)
         progress.say(f"    {source.kind} checkpoint at {source.path}")
-    gpus = hardware.detect_gpus()
-    choice = choose_runtime(
-        request.runtime, tensorrt_llm_installed=hardware.tensorrt_llm_installed(), gpu_count=len(gpus)
+    machine = hardware.detect_hardware()
+    plan = plan_deployment(
+        source.name,
+        ModelFacts.from_config(source.config()),
+        machine,
+        PlanRequest(
+            runtime=request.runtime,
+            max_batch_size=request.max_batch_size,
+            max_input_len=request.max_input_len,
+            max_seq_len=request.max_seq_len,
+            max_num_tokens=request.max_num_tokens,
+            quantization=request.quantization,
+            tp_size=request.tp_size,
+            pp_size=request.pp_size,
+            decoupled=request.decoupled,
+        ),
+        tensorrt_llm_available=hardware.tensorrt_llm_installed(),
     )
-    progress.say(f"==> Runtime: {choice.runtime} ({choice.reason})")
-    limits = plan_limits(
-        source.config(),
-        max_batch_size=request.max_batch_size,
-        max_input_len=request.max_input_len,
-        max_seq_len=request.max_seq_len,
-    )
-    params = RepositoryParams(
-        runtime=choice.runtime,  # type: ignore[arg-type]
-        max_input_len=limits.max_input_len,
-        max_seq_len=limits.max_seq_len,
-        triton_max_batch_size=limits.max_batch_size,
-        max_num_sequences=limits.max_batch_size,
-        decoupled_mode=request.decoupled,
-    )
-    target = request.output or DEFAULT_OUTPUT_ROOT / source.name
+    progress.say(f"==> Runtime: {plan.runtime} ({plan.reason})")
+    if plan.runtime == "pytorch":
+        raise PlanError(
+            f"{source.name} needs TensorRT-LLM's PyTorch backend (trtllm-serve / llmapi), which this version of "
+            "tritonrepo does not deploy yet",
+            hint="`tritonrepo plan` shows its plan; for a model that builds today, try a DeepSeek-R1 distill.",
+        )
+    target = Path(request.output or DEFAULT_OUTPUT_ROOT / source.name)
+    engine = None
+    if plan.runtime == "tensorrtllm":
+        adapter = adapter or InstalledTensorRTLLM()
+        spec = engine_spec(plan, source.path, target.with_name(target.name + ".work"))
+        version = adapter.version()
+        build_engines(spec, adapter)
+        engine = engine_record(plan, machine, version)
+    params = _repository_params(plan)
     with progress.step(f"Rendering the repository into {target}"), staged_directory(target) as staging:
         write_rendered(staging, render_repository(params))
         place_files(source.path, TOKENIZER_FILES, staging / TOKENIZER_DIR)
-        if choice.runtime == "hf":
+        if plan.runtime == "hf":
             place_files(source.path, CHECKPOINT_FILES, staging / HF_MODEL_DIR)
+        else:
+            place_files(spec.engine_dir, ("*",), staging / ENGINE_DIR)
         check_repository(staging)
-        manifest = _manifest(source, choice, limits, params, staging)
+        manifest = _manifest(source, plan, params, engine, staging)
         write_manifest(staging, manifest)
-    progress.say(f"Built {target} ({len(manifest['files'])} files, runtime {choice.runtime}).")
-    return BuildResult(path=Path(target).resolve(), source=source, runtime=choice, limits=limits, manifest=manifest)
+    progress.say(f"Built {target} ({len(manifest['files'])} files, runtime {plan.runtime}).")
+    return BuildResult(
+        path=target.resolve(),
+        source=source,
+        runtime=RuntimeChoice(plan.runtime, plan.reason),
+        limits=plan.limits,
+        manifest=manifest,
+    )
 
 
-def _manifest(source: ModelSource, choice: RuntimeChoice, limits: Limits, params: RepositoryParams, root: Path) -> dict:
+def _repository_params(plan: DeploymentPlan) -> RepositoryParams:
+    limits = plan.limits
+    return RepositoryParams(
+        runtime=plan.runtime,  # type: ignore[arg-type]
+        max_input_len=limits.max_input_len,
+        max_seq_len=limits.max_seq_len,
+        triton_max_batch_size=plan.triton_max_batch_size,
+        max_num_sequences=limits.max_batch_size,
+        decoupled_mode=plan.decoupled,
+        preprocessing_instance_count=plan.instance_count,
+        postprocessing_instance_count=plan.instance_count,
+        bls_instance_count=plan.instance_count,
+        kv_cache_free_gpu_mem_fraction=plan.kv_cache_free_gpu_mem_fraction,
+        enable_chunked_context=plan.enable_chunked_context,
+    )
+
+
+def _manifest(
+    source: ModelSource, plan: DeploymentPlan, params: RepositoryParams, engine: dict | None, root: Path
+) -> dict:
     return {
         "format": FORMAT,
         "created": now_utc(),
         "tool": {"name": "tritonrepo", "version": __version__},
         "model": {"name": source.name, "source": source.kind, "id": source.id, "revision": source.revision},
-        "runtime": choice.runtime,
-        "runtime_reason": choice.reason,
+        "runtime": plan.runtime,
+        "runtime_reason": plan.reason,
         "entry_points": list(ENTRY_POINTS),
         "default_entry_point": ENTRY_POINTS[0],
         "tokenizer_dir": TOKENIZER_DIR,
         "limits": {
-            "max_batch_size": limits.max_batch_size,
-            "max_input_len": limits.max_input_len,
-            "max_seq_len": limits.max_seq_len,
+            "max_batch_size": plan.limits.max_batch_size,
+            "max_input_len": plan.limits.max_input_len,
+            "max_seq_len": plan.limits.max_seq_len,
         },
         "parameters": params.template_vars(),
+        "plan": plan.as_dict(),
+        "engine": engine,
         "versions": library_versions(),
         "files": file_digests(root),
     }

@@ -264,13 +264,22 @@ def _engine_plan(
         notes.append(f"uses {tp * pp} of {hardware.count} GPUs; the rest could serve {hardware.count // (tp * pp) - 1} "
                      "more replica(s)")  # fmt: skip
     chunked = limits.max_input_len > max_num_tokens
+    # TensorRT-LLM refuses an FP8 KV cache with paged context FMHA unless the weights are FP8 too
+    # (tensorrt_llm/builder.py: "FP8 Paged Context FMHA only works with fp8 quantization workflow").
+    paged_context_fmha = not (kv_dtype == "fp8" and weights_dtype != "fp8")
+    if chunked and not paged_context_fmha:
+        raise PlanError(
+            f"max_input_len {limits.max_input_len} > max_num_tokens {max_num_tokens} needs chunked context, which needs "
+            "paged context FMHA, which TensorRT-LLM does not combine with an FP8 KV cache on non-FP8 weights",
+            hint="Use --quantization fp8, or raise --max-num-tokens to at least --max-input-len.",
+        )
     if chunked:
         notes.append(f"max_input_len {limits.max_input_len} > max_num_tokens {max_num_tokens}: chunked context enabled")
     return DeploymentPlan(
         model, facts, hardware, "tensorrtllm", reason, limits,
         dtype=dtype, weight_dtype=weights_dtype, kv_cache_dtype=kv_dtype, tp_size=tp, pp_size=pp,
         max_num_tokens=max_num_tokens, gemm_plugin=dtype if weights_dtype != "fp8" else "fp8",
-        gpt_attention_plugin=dtype, use_paged_context_fmha=True, enable_chunked_context=chunked,
+        gpt_attention_plugin=dtype, use_paged_context_fmha=paged_context_fmha, enable_chunked_context=chunked,
         kv_cache_free_gpu_mem_fraction=request.kv_cache_free_gpu_mem_fraction,
         triton_max_batch_size=min(limits.max_batch_size, 64), instance_count=4 if limits.max_batch_size >= 64 else 1,
         decoupled=request.decoupled, memory=memory, notes=tuple(notes),

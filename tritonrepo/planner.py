@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from tritonrepo import hardware
+from tritonrepo.engines import build_command
 from tritonrepo.plan import DeploymentPlan, PlanRequest, plan_deployment
 from tritonrepo.source.resolve import model_facts
+from tritonrepo.trtllm.versions import newest_container
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ def make_plan(
         target = hardware.detect_hardware()
         available = hardware.tensorrt_llm_installed()
     plan = plan_deployment(name, facts, target, request, tensorrt_llm_available=available)
-    if gpu and plan.runtime == "tensorrtllm":
+    if plan.runtime != "tensorrtllm":
+        return PlanResult(plan=plan)
+    if gpu:
         plan = replace(plan, reason="planned for the NGC TensorRT-LLM container on the --gpu hardware")
-    return PlanResult(plan=plan)
+    # Flags follow the TensorRT-LLM version: the installed one, else the newest container's.
+    version = hardware.tensorrt_llm_version() or newest_container().trtllm
+    return PlanResult(plan=plan, build_command=build_command(plan, version))

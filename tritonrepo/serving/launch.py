@@ -54,6 +54,7 @@ def serve_repository(options: ServeOptions) -> None:
         raise PortInUseError(
             f"port {options.openai_port} on {options.host} is already in use", hint="Choose another: --openai-port."
         )
+    _check_engines(repository)
     installation = find_tritonserver(options.tritonserver)
     log_path = options.log_file or repository.with_name(repository.name + ".tritonserver.log")
     _stop_on_sigterm()
@@ -85,6 +86,24 @@ def _serve_until_stopped(options: ServeOptions, repository: Path, server: Triton
         else:
             progress.say("Press Ctrl-C to stop.")
             _wait_while_running(server)
+
+
+def _check_engines(repository: Path) -> None:
+    """TensorRT-LLM engines only run where they were built for: check before starting anything."""
+    manifest = read_manifest(repository) or {}
+    if manifest.get("runtime") != "tensorrtllm" or not manifest.get("engine"):
+        return
+    from tritonrepo import hardware
+    from tritonrepo.engines import check_engines
+
+    record = manifest["engine"]
+    check_engines(record, hardware.detect_hardware(), hardware.tensorrt_llm_version())
+    if int(record.get("world_size") or 1) > 1:
+        raise ServerError(
+            f"these engines span {record['world_size']} GPUs; serving them needs one tritonserver rank per GPU "
+            "(mpirun, leader mode), which this version of tritonrepo does not launch yet",
+            hint="Build with --tp-size 1 where the model fits one GPU.",
+        )
 
 
 def _run_frontend(options: ServeOptions, repository: Path, server: TritonServer) -> None:

@@ -260,6 +260,9 @@ class TritonServer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env={**os.environ, **self.installation.env},
+                    # The tensorrtllm backend opens gpt_model_path relative to its working directory; our configs
+                    # keep paths relative to the repository root, so a local repository is served from its root.
+                    cwd=self.repository if os.path.isdir(self.repository) else None,
                     start_new_session=True,
                 )
         except OSError as error:
