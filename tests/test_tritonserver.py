@@ -286,3 +286,17 @@ def test_timeout_reports_loading_from_the_log_and_kills_a_loading_server(install
     assert {"slow": "LOADING"} in seen
     assert time.monotonic() - started < 15  # not the 30 s the model would take
     assert processes_mentioning(str(repository)) == []
+
+
+def test_numpy_2_is_refused_for_the_bundled_stub_with_what_to_do(monkeypatch):
+    from importlib import metadata
+
+    from tritonrepo.serving.tritonserver import check_stub_environment
+
+    installation = find_tritonserver()
+    assert installation.source == "pytriton"
+    check_stub_environment(installation)  # this environment has numpy 1.x: fine
+    real_version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "2.5.2" if name == "numpy" else real_version(name))
+    with pytest.raises(ServerStartError, match=r'numpy 2.5.2 .* only works with numpy 1.x.*pip install "numpy<2"'):
+        check_stub_environment(installation)

@@ -11,7 +11,7 @@ from pathlib import Path
 from tritonrepo import progress
 from tritonrepo.errors import PortInUseError, ServerError
 from tritonrepo.repository.manifest import MANIFEST, read_manifest
-from tritonrepo.serving.tritonserver import TritonServer, find_tritonserver, port_is_free
+from tritonrepo.serving.tritonserver import TritonServer, check_stub_environment, find_tritonserver, port_is_free
 
 DEFAULT_BUILD_ROOT = Path("build")
 
@@ -56,6 +56,7 @@ def serve_repository(options: ServeOptions) -> None:
         )
     _check_engines(repository)
     installation = find_tritonserver(options.tritonserver)
+    check_stub_environment(installation)
     log_path = options.log_file or repository.with_name(repository.name + ".tritonserver.log")
     _stop_on_sigterm()
     server = TritonServer(
@@ -80,7 +81,7 @@ def _serve_until_stopped(options: ServeOptions, repository: Path, server: Triton
     with server:
         server.wait_ready(timeout=options.ready_timeout, on_progress=_show_states)
         progress.say(f"    every model is ready after {time.monotonic() - started:.1f}s")
-        progress.say(f"Triton: HTTP http://{server.http_url}  gRPC {server.grpc_url}  metrics :{options.metrics_port}")
+        progress.say(f"Triton: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics :{options.metrics_port}")
         if options.openai_port:
             _run_frontend(options, repository, server)
         else:

@@ -379,3 +379,23 @@ def _group_alive(group: int) -> bool:
         if int(pgrp) == group and state != "Z":
             return True
     return False
+
+
+def check_stub_environment(installation: TritonInstallation) -> None:
+    """The nvidia-pytriton 0.7 stub (tritonserver 2.51) is built for numpy 1.x: under numpy 2 every request with a
+    string tensor kills it ("Stub process is not healthy", seen on a GPU machine). Refuse that before starting."""
+    if installation.source != "pytriton" and installation.backend_dir is None:
+        return  # the NGC container's own server and stub match its own Python environment
+    from importlib import metadata
+
+    try:
+        numpy_version = metadata.version("numpy")
+    except metadata.PackageNotFoundError:
+        return
+    if int(numpy_version.split(".")[0]) >= 2:
+        raise ServerStartError(
+            f"numpy {numpy_version} is installed, and the Python backend of the bundled tritonserver 2.51 "
+            "(nvidia-pytriton) only works with numpy 1.x: every text request would crash its models",
+            hint='Install numpy<2 in this environment (pip install "numpy<2"; a virtualenv keeps it apart), '
+            "or run inside the NGC tritonserver container.",
+        )
