@@ -157,3 +157,31 @@ def test_validation_catches_an_ensemble_that_triton_rejects_for_mixed_decoupled_
     problems = [str(p) for p in validate_repository(built)]
     assert len(problems) == 1
     assert "postprocessing" in problems[0] and "different decoupled sources (ensemble, tensorrt_llm)" in problems[0]
+
+
+def test_an_unchanged_rebuild_is_skipped_and_a_changed_one_is_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITONREPO_CACHE", str(tmp_path / "cache"))
+    first = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo"))
+    stamp = (first.path / MANIFEST).stat().st_mtime_ns
+    assert (
+        build(BuildRequest(model="tiny-llama", output=tmp_path / "repo")).manifest["inputs_digest"]
+        == first.manifest["inputs_digest"]
+    )
+    assert (first.path / MANIFEST).stat().st_mtime_ns == stamp
+    changed = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo", max_seq_len=1024))
+    assert changed.manifest["inputs_digest"] != first.manifest["inputs_digest"]
+    forced = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo", max_seq_len=1024, force=True))
+    assert (forced.path / MANIFEST).stat().st_mtime_ns != stamp
+
+
+def test_a_changed_checkpoint_file_changes_the_inputs(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("TRITONREPO_CACHE", str(tmp_path / "cache"))
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_dir, copy)
+    first = build(BuildRequest(model=str(copy), output=tmp_path / "repo"))
+    config = copy / "generation_config.json"
+    config.write_text(config.read_text().replace("}", ', "note": "changed"}', 1))
+    second = build(BuildRequest(model=str(copy), output=tmp_path / "repo"))
+    assert second.manifest["inputs_digest"] != first.manifest["inputs_digest"]

@@ -56,6 +56,7 @@ def test_plan_command_shows_the_trtllm_build_line():
 @pytest.fixture
 def h100_with_tensorrt_llm(monkeypatch, tmp_path):
     """This machine as if it had one H100 and TensorRT-LLM; the TensorRT-LLM here is the TEST DOUBLE."""
+    monkeypatch.setenv("TRITONREPO_CACHE", str(tmp_path / "cache"))  # each test builds its engines afresh
     double = trtllm_double.install(monkeypatch, tmp_path, version="0.17.0")
     monkeypatch.setattr(build_module.hardware, "detect_hardware", lambda: parse_gpu("H100-80GB"))
     monkeypatch.setattr(build_module.hardware, "tensorrt_llm_installed", lambda: True)
@@ -77,7 +78,8 @@ def test_build_converts_compiles_and_renders_an_engine_repository(h100_with_tens
     assert manifest["engine"]["tensorrt_llm_version"] == "0.17.0"
     assert manifest["engine"]["compute_capability"] == [9, 0] and manifest["engine"]["world_size"] == 1
     assert manifest["plan"]["max_num_tokens"] == 8192
-    assert (tmp_path / "repo.work" / "build.log").is_file()
+    engine_folder = tmp_path / "cache" / "stages" / "engines" / manifest["engine"]["inputs_digest"]
+    assert (engine_folder / "build.log").is_file()  # the full trtllm-build output, kept with the engines
     converted = h100_with_tensorrt_llm.events("from_hugging_face")
     assert len(converted) == 1 and Path(converted[0]["hf_model_or_dir"]) == result.source.path
     argv = h100_with_tensorrt_llm.events("trtllm-build")[0]["argv"]
@@ -113,3 +115,20 @@ def test_mismatched_engines_are_refused_with_how_to_rebuild(gpu, version, words)
         check_engines(RECORD, parse_gpu(gpu), version)
     assert words in str(raised.value)
     assert "Rebuild" in str(raised.value) or "rebuild" in str(raised.value)
+
+
+def test_unchanged_inputs_skip_every_stage_and_changes_or_force_rebuild(h100_with_tensorrt_llm, tmp_path):
+    double = h100_with_tensorrt_llm
+    first = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo"))
+    stamp = (first.path / MANIFEST).stat().st_mtime_ns
+    again = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo"))
+    assert (again.path / MANIFEST).stat().st_mtime_ns == stamp  # nothing re-rendered
+    assert len(double.events("trtllm-build")) == 1  # nothing recompiled
+    build(
+        BuildRequest(model="tiny-llama", output=tmp_path / "elsewhere")
+    )  # same inputs, another folder: engines reused
+    assert len(double.events("trtllm-build")) == 1
+    build(BuildRequest(model="tiny-llama", output=tmp_path / "repo", max_batch_size=64))  # a new plan: new engines
+    assert len(double.events("trtllm-build")) == 2
+    build(BuildRequest(model="tiny-llama", output=tmp_path / "repo", max_batch_size=64, force=True))
+    assert len(double.events("trtllm-build")) == 3 and len(double.events("from_hugging_face")) == 3

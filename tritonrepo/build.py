@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,13 +10,21 @@ from tritonrepo import __version__, hardware, progress
 from tritonrepo.engines import build_engines, engine_record, engine_spec
 from tritonrepo.errors import PlanError
 from tritonrepo.plan import DeploymentPlan, Limits, PlanRequest, RuntimeChoice, plan_deployment
-from tritonrepo.repository.manifest import FORMAT, file_digests, library_versions, now_utc, write_manifest
+from tritonrepo.repository.manifest import (
+    FORMAT,
+    file_digests,
+    library_versions,
+    now_utc,
+    read_manifest,
+    write_manifest,
+)
 from tritonrepo.repository.params import ENGINE_DIR, ENTRY_POINTS, HF_MODEL_DIR, TOKENIZER_DIR, RepositoryParams
-from tritonrepo.repository.render import render_repository
+from tritonrepo.repository.render import render_repository, templates_root
 from tritonrepo.repository.validate import check_repository
 from tritonrepo.repository.writer import place_files, staged_directory, write_rendered
 from tritonrepo.source.catalog import ModelFacts
-from tritonrepo.source.resolve import CHECKPOINT_FILES, TOKENIZER_FILES, ModelSource, resolve_model
+from tritonrepo.source.resolve import CHECKPOINT_FILES, TOKENIZER_FILES, ModelSource, cache_root, resolve_model
+from tritonrepo.stage_cache import FileDigests, StageCache, digest
 from tritonrepo.trtllm.adapter import InstalledTensorRTLLM, TensorRTLLM
 
 DEFAULT_OUTPUT_ROOT = Path("build")
@@ -36,6 +45,7 @@ class BuildRequest:
     pp_size: int = 1
     decoupled: bool = True
     offline: bool = False
+    force: bool = False  # rebuild every stage even when its inputs are unchanged
 
 
 @dataclass
@@ -78,14 +88,45 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
             hint="`tritonrepo plan` shows its plan; for a model that builds today, try a DeepSeek-R1 distill.",
         )
     target = Path(request.output or DEFAULT_OUTPUT_ROOT / source.name)
+    cache = StageCache(cache_root() / "stages")
+    digests = FileDigests(cache_root() / "file-digests.json")
     engine = None
+    source_files = _matching(source.path, TOKENIZER_FILES)
     if plan.runtime == "tensorrtllm":
         adapter = adapter or InstalledTensorRTLLM()
-        spec = engine_spec(plan, source.path, target.with_name(target.name + ".work"))
         version = adapter.version()
-        build_engines(spec, adapter)
-        engine = engine_record(plan, machine, version)
+        checkpoint = digests.of_files(_matching(source.path, CHECKPOINT_FILES))
+        inputs = {
+            "spec": _spec_settings(engine_spec(plan, source.path, Path("."))),
+            "trtllm": version,
+            "checkpoint": checkpoint,
+        }
+        key = digest(inputs)
+        spec = engine_spec(plan, source.path, cache.folder("engines", key))
+        if cache.is_complete("engines", key) and not request.force:
+            progress.say(f"==> Engines unchanged (inputs {key[:12]}): skipping convert and compile ({spec.engine_dir})")
+        else:
+            cache.invalidate("engines", key)
+            build_engines(spec, adapter)
+            cache.mark_complete("engines", key, inputs)
+        engine = {**engine_record(plan, machine, version), "inputs_digest": key}
+    else:
+        source_files += _matching(source.path, CHECKPOINT_FILES)
     params = _repository_params(plan)
+    render_inputs = {
+        "tool": __version__,
+        "params": params.template_vars(),
+        "templates": _template_digests(digests),
+        "sources": digests.of_files(source_files),
+        "engine": engine and engine["inputs_digest"],
+        "model": {"source": source.kind, "id": source.id, "revision": source.revision},
+    }
+    digests.save()
+    inputs_digest = digest(render_inputs)
+    existing = read_manifest(target) if target.is_dir() else None
+    if existing and existing.get("inputs_digest") == inputs_digest and not request.force:
+        progress.say(f"{target} is unchanged (inputs {inputs_digest[:12]}); nothing to do. --force rebuilds it.")
+        return BuildResult(target.resolve(), source, RuntimeChoice(plan.runtime, plan.reason), plan.limits, existing)
     with progress.step(f"Rendering the repository into {target}"), staged_directory(target) as staging:
         write_rendered(staging, render_repository(params))
         place_files(source.path, TOKENIZER_FILES, staging / TOKENIZER_DIR)
@@ -94,7 +135,7 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
         else:
             place_files(spec.engine_dir, ("*",), staging / ENGINE_DIR)
         check_repository(staging)
-        manifest = _manifest(source, plan, params, engine, staging)
+        manifest = {**_manifest(source, plan, params, engine, staging), "inputs_digest": inputs_digest}
         write_manifest(staging, manifest)
     progress.say(f"Built {target} ({len(manifest['files'])} files, runtime {plan.runtime}).")
     return BuildResult(
@@ -104,6 +145,27 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
         limits=plan.limits,
         manifest=manifest,
     )
+
+
+def _matching(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
+    return sorted({path for pattern in patterns for path in folder.glob(pattern) if path.is_file()})
+
+
+def _spec_settings(spec) -> dict:
+    """The build settings of a spec without its folders (those depend on the cache key, not the other way)."""
+    settings = dataclasses.asdict(spec)
+    for name in ("hf_dir", "checkpoint_dir", "engine_dir", "log_path"):
+        settings.pop(name)
+    return settings
+
+
+def _template_digests(digests: FileDigests) -> dict[str, str]:
+    root = templates_root()
+    return {
+        p.relative_to(root).as_posix(): digests.of(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def _repository_params(plan: DeploymentPlan) -> RepositoryParams:

@@ -56,9 +56,15 @@ def cli(quiet: bool) -> None:
 @click.option(
     "--decoupled/--no-decoupled", default=True, show_default=True, help="Decoupled (streaming) generation models."
 )
+@click.option("--max-num-tokens", type=click.IntRange(min=1), help="Tokens per engine step (TensorRT-LLM).")
+@click.option("--quantization", type=click.Choice(["none", "fp8", "fp8-kv"]), default="none", show_default=True)
+@click.option("--tp-size", type=click.IntRange(min=1), help="Tensor parallel size [default: the smallest that fits].")
+@click.option("--pp-size", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline parallel size.")
 @click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache.")
+@click.option("--force", is_flag=True, help="Rebuild every stage even when its inputs are unchanged.")
 @_handle_errors
-def build(model, runtime, output, revision, max_batch_size, max_input_len, max_seq_len, decoupled, offline) -> None:
+def build(model, runtime, output, revision, max_batch_size, max_input_len, max_seq_len, decoupled, offline,
+          max_num_tokens, quantization, tp_size, pp_size, force) -> None:  # fmt: skip
     """Build a validated Triton model repository for MODEL."""
     from tritonrepo.build import BuildRequest
     from tritonrepo.build import build as run_build
@@ -74,6 +80,11 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
             max_seq_len=max_seq_len,
             decoupled=decoupled,
             offline=offline,
+            max_num_tokens=max_num_tokens,
+            quantization=quantization,
+            tp_size=tp_size,
+            pp_size=pp_size,
+            force=force,
         )
     )
     click.echo(str(result.path))

@@ -1,0 +1,75 @@
+"""Content-addressed stage cache: a build stage is skipped when the hash of its inputs (file contents + settings)
+is unchanged. Keys never include a model's name, so a renamed or re-downloaded checkpoint with the same bytes hits,
+and a changed file or setting misses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from tritonrepo.repository.manifest import now_utc, sha256_file
+
+COMPLETE = "complete.json"
+
+
+def digest(value: object) -> str:
+    """sha256 of a JSON-serialisable value in canonical form."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class FileDigests:
+    """sha256 of files, remembered by (path, size, mtime) so multi-GB checkpoints are hashed once."""
+
+    def __init__(self, memo_path: Path) -> None:
+        self.memo_path = memo_path
+        self._memo: dict[str, list] = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
+        self._dirty = False
+
+    def of(self, path: Path) -> str:
+        real = path.resolve()
+        stat = real.stat()
+        known = self._memo.get(str(real))
+        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+            return known[2]
+        value = sha256_file(real)
+        self._memo[str(real)] = [stat.st_size, stat.st_mtime_ns, value]
+        self._dirty = True
+        return value
+
+    def of_files(self, paths: Iterable[Path]) -> dict[str, str]:
+        return {path.name: self.of(path) for path in sorted(paths)}
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self.memo_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=self.memo_path.parent, prefix=".digests.")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self._memo, handle)
+        os.replace(temp, self.memo_path)
+        self._dirty = False
+
+
+class StageCache:
+    """Folders <root>/<stage>/<key>/; a stage's folder counts only once its completion marker is written (last)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def folder(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def is_complete(self, stage: str, key: str) -> bool:
+        return (self.folder(stage, key) / COMPLETE).is_file()
+
+    def mark_complete(self, stage: str, key: str, inputs: dict) -> None:
+        folder = self.folder(stage, key)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / COMPLETE).write_text(json.dumps({"completed": now_utc(), "inputs": inputs}, indent=2, default=str))
+
+    def invalidate(self, stage: str, key: str) -> None:
+        (self.folder(stage, key) / COMPLETE).unlink(missing_ok=True)
