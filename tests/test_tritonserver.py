@@ -300,3 +300,27 @@ def test_numpy_2_is_refused_for_the_bundled_stub_with_what_to_do(monkeypatch):
     monkeypatch.setattr(metadata, "version", lambda name: "2.5.2" if name == "numpy" else real_version(name))
     with pytest.raises(ServerStartError, match=r'numpy 2.5.2 .* only works with numpy 1.x.*pip install "numpy<2"'):
         check_stub_environment(installation)
+
+
+def test_multi_gpu_engines_launch_one_rank_per_gpu_under_mpirun(tmp_path, monkeypatch):
+    from tritonrepo.serving import mpi
+
+    monkeypatch.setattr(mpi.shutil, "which", lambda name: "/usr/bin/mpirun" if name == "mpirun" else None)
+    server = TritonServer(find_tritonserver(), str(tmp_path), log_path=tmp_path / "log", world_size=4)
+    command = server.command()
+    assert command[:2] == ["/usr/bin/mpirun", "--allow-run-as-root"]
+    blocks = " ".join(command[2:]).split(" : ")
+    assert len(blocks) == 4
+    for rank, block in enumerate(blocks):
+        assert block.startswith("-n 1 ") and f"shm-region-prefix-name=prefix{rank}_" in block
+        assert "--http-port=8000" in block and "--disable-auto-complete-config" in block
+        assert ("--load-model=tensorrt_llm" in block) == (rank > 0)  # only the leader loads the whole pipeline
+
+
+def test_multi_gpu_launch_without_mpirun_says_what_to_install(tmp_path, monkeypatch):
+    from tritonrepo.serving import mpi
+
+    monkeypatch.setattr(mpi.shutil, "which", lambda name: None)
+    server = TritonServer(find_tritonserver(), str(tmp_path), log_path=tmp_path / "log", world_size=2)
+    with pytest.raises(ServerNotFoundError, match="needs mpirun.*Install OpenMPI"):
+        server.command()

@@ -54,7 +54,7 @@ def serve_repository(options: ServeOptions) -> None:
         raise PortInUseError(
             f"port {options.openai_port} on {options.host} is already in use", hint="Choose another: --openai-port."
         )
-    _check_engines(repository)
+    world_size = _check_engines(repository)
     installation = find_tritonserver(options.tritonserver)
     check_stub_environment(installation)
     log_path = options.log_file or repository.with_name(repository.name + ".tritonserver.log")
@@ -67,7 +67,10 @@ def serve_repository(options: ServeOptions) -> None:
         grpc_port=options.grpc_port,
         metrics_port=options.metrics_port,
         host=options.host,
+        world_size=world_size,
     )
+    if world_size > 1:
+        progress.say(f"    {world_size} GPU ranks: tritonserver under mpirun, leader mode (rank 0 serves requests)")
     started = time.monotonic()
     progress.say(f"==> Starting tritonserver ({installation.source}: {installation.binary})")
     try:
@@ -89,22 +92,18 @@ def _serve_until_stopped(options: ServeOptions, repository: Path, server: Triton
             _wait_while_running(server)
 
 
-def _check_engines(repository: Path) -> None:
-    """TensorRT-LLM engines only run where they were built for: check before starting anything."""
+def _check_engines(repository: Path) -> int:
+    """TensorRT-LLM engines only run where they were built for: check before starting anything. Returns the number
+    of tritonserver ranks to launch (the engines' world size)."""
     manifest = read_manifest(repository) or {}
     if manifest.get("runtime") != "tensorrtllm" or not manifest.get("engine"):
-        return
+        return 1
     from tritonrepo import hardware
     from tritonrepo.engines import check_engines
 
     record = manifest["engine"]
     check_engines(record, hardware.detect_hardware(), hardware.tensorrt_llm_version())
-    if int(record.get("world_size") or 1) > 1:
-        raise ServerError(
-            f"these engines span {record['world_size']} GPUs; serving them needs one tritonserver rank per GPU "
-            "(mpirun, leader mode), which this version of tritonrepo does not launch yet",
-            hint="Build with --tp-size 1 where the model fits one GPU.",
-        )
+    return int(record.get("world_size") or 1)
 
 
 def _run_frontend(options: ServeOptions, repository: Path, server: TritonServer) -> None:

@@ -197,8 +197,10 @@ class TritonServer:
         metrics_port: int = 8002,
         extra_args: Sequence[str] = (),
         host: str = "127.0.0.1",
+        world_size: int = 1,
     ) -> None:
         self.installation = installation
+        self.world_size = world_size  # > 1: one rank per GPU under mpirun (leader mode), see serving/mpi.py
         self.repository = str(repository)  # a folder or an s3:// URL, passed through as is
         self.log_path = Path(log_path)
         self.ports = {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port}
@@ -241,7 +243,13 @@ class TritonServer:
         args += [f"{flag}={port}" for flag, port in self.ports.items()]
         # Fail fast on a model that does not load, and report ready only when every model is.
         args += ["--log-verbose=0", "--exit-on-error=true", "--strict-readiness=true"]
-        return args + self.extra_args
+        args += self.extra_args
+        if self.world_size > 1:
+            from tritonrepo.serving.mpi import find_mpirun, leader_mode_command
+
+            args += ["--disable-auto-complete-config"]
+            return leader_mode_command(find_mpirun(), args, self.world_size)
+        return args
 
     def start(self) -> None:
         if self._process is not None:

@@ -115,44 +115,12 @@ def check_checkpoint(path: Path) -> None:
 
 def _hub(repo_id: str, *, revision, cache_dir, token, offline) -> ModelSource:
     """Download (or reuse from the Hugging Face cache) only the files a build needs."""
-    from huggingface_hub import errors as hub_errors
-    from huggingface_hub import snapshot_download
+    from tritonrepo.source.download import download_checkpoint
 
-    progress.say(f"    downloading {repo_id}{'@' + revision if revision else ''} from the Hugging Face Hub")
-    try:
-        local = snapshot_download(
-            repo_id,
-            revision=revision,
-            cache_dir=str(cache_dir) if cache_dir else None,
-            token=token or os.environ.get("HF_TOKEN") or None,
-            allow_patterns=list(HUB_PATTERNS),
-            local_files_only=offline,
-        )
-    except hub_errors.GatedRepoError:
-        raise ModelDownloadError(
-            f"{repo_id} is gated", hint="Accept its license on huggingface.co and set HF_TOKEN to a token with access."
-        ) from None
-    except hub_errors.HFValidationError as error:
-        raise ModelNotFoundError(f"{repo_id!r} is not a valid Hugging Face id: {error}") from None
-    except hub_errors.RepositoryNotFoundError:
-        raise ModelNotFoundError(
-            f"{repo_id} was not found on the Hugging Face Hub",
-            hint="Check the id, or set HF_TOKEN for a private model.",
-        ) from None
-    except hub_errors.RevisionNotFoundError:
-        raise ModelNotFoundError(f"revision {revision!r} of {repo_id} does not exist") from None
-    except hub_errors.LocalEntryNotFoundError:
-        raise ModelDownloadError(
-            f"{repo_id} is not in the local cache and the Hub cannot be reached",
-            hint="Check the network (or HF_ENDPOINT), or download it elsewhere and pass the folder.",
-        ) from None
-    except hub_errors.HfHubHTTPError as error:
-        raise ModelDownloadError(f"downloading {repo_id} failed: {error}") from None
-    except OSError as error:  # disk full, permissions
-        raise ModelDownloadError(f"downloading {repo_id} failed: {error.strerror or error}") from None
-    path = Path(local)
+    path = download_checkpoint(repo_id, revision=revision, cache_dir=cache_dir, token=token, offline=offline)
     check_checkpoint(path)
-    return ModelSource(name=repo_id.split("/")[-1], kind="hub", id=repo_id, revision=revision, path=path)
+    # The snapshot folder is named after the commit: recording it pins exactly what was built, whatever was asked.
+    return ModelSource(name=repo_id.split("/")[-1], kind="hub", id=repo_id, revision=path.name, path=path)
 
 
 def model_facts(spec: str, *, revision: str | None = None, offline: bool = False) -> tuple[str, ModelFacts]:
