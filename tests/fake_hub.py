@@ -62,7 +62,8 @@ class FakeHub:
         return [unquote(r.path.split("/resolve/", 1)[1].split("/", 1)[1]) for r in self.requests if _is_get(r)]
 
     def __enter__(self) -> FakeHub:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # A short poll interval: shutdown() waits for one, once per test.
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -84,6 +85,14 @@ def _file_entry(path: str, content: bytes) -> dict:
     if path.endswith(LFS_SUFFIXES):
         entry["lfs"] = {"oid": hashlib.sha256(content).hexdigest(), "size": len(content), "pointerSize": 134}
     return entry
+
+
+def _sibling(entry: dict) -> dict:
+    """The same file as model_info(files_metadata=True) lists it."""
+    sibling = {"rfilename": entry["path"], "size": entry["size"], "blobId": entry["oid"]}
+    if "lfs" in entry:
+        sibling["lfs"] = {"sha256": entry["lfs"]["oid"], "size": entry["size"], "pointerSize": 134}
+    return sibling
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -133,12 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         repo, commit = found
         entries = [_file_entry(path, content) for path, content in sorted(repo.commits[commit].items())]
-        if tree:
+        if tree:  # always the recursive listing, which is what snapshot_download asks for
             return self._json(entries)
-        siblings = [{"rfilename": e["path"], "size": e["size"], "blobId": e["oid"]} for e in entries]
-        for sibling, entry in zip(siblings, entries):
-            if "lfs" in entry:
-                sibling["lfs"] = {"sha256": entry["lfs"]["oid"], "size": entry["size"], "pointerSize": 134}
+        siblings = [_sibling(entry) for entry in entries]
         gated = "manual" if repo.token else False  # a gated repo's listing is public, as on the Hub
         self._json({"id": repo_id, "sha": commit, "private": False, "gated": gated, "siblings": siblings})
 

@@ -46,6 +46,7 @@ class BuildRequest:
     decoupled: bool = True
     offline: bool = False
     force: bool = False  # rebuild every stage even when its inputs are unchanged
+    cache_dir: Path | None = None  # Hugging Face download cache (default: HF_HUB_CACHE)
 
 
 @dataclass
@@ -60,7 +61,9 @@ class BuildResult:
 def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> BuildResult:
     """`adapter` drives TensorRT-LLM (engine builds); the installed one unless a caller passes another."""
     with progress.step(f"Resolving model {request.model}"):
-        source = resolve_model(request.model, revision=request.revision, offline=request.offline)
+        source = resolve_model(
+            request.model, revision=request.revision, cache_dir=request.cache_dir, offline=request.offline
+        )
         progress.say(f"    {source.kind} checkpoint at {source.path}")
     machine = hardware.detect_hardware()
     plan = plan_deployment(

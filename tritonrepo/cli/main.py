@@ -62,9 +62,12 @@ def cli(quiet: bool) -> None:
 @click.option("--pp-size", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline parallel size.")
 @click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache.")
 @click.option("--force", is_flag=True, help="Rebuild every stage even when its inputs are unchanged.")
+@click.option(
+    "--cache-dir", type=click.Path(path_type=Path), help="Hugging Face download cache [default: HF_HUB_CACHE]."
+)
 @_handle_errors
 def build(model, runtime, output, revision, max_batch_size, max_input_len, max_seq_len, decoupled, offline,
-          max_num_tokens, quantization, tp_size, pp_size, force) -> None:  # fmt: skip
+          max_num_tokens, quantization, tp_size, pp_size, force, cache_dir) -> None:  # fmt: skip
     """Build a validated Triton model repository for MODEL."""
     from tritonrepo.build import BuildRequest
     from tritonrepo.build import build as run_build
@@ -85,6 +88,7 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
             tp_size=tp_size,
             pp_size=pp_size,
             force=force,
+            cache_dir=cache_dir,
         )
     )
     click.echo(str(result.path))
