@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from doubles import trtllm_double
+from test_trtllm_commands import SEED_BUILD_FLAGS, flags
 
 from tritonrepo import build as build_module
 from tritonrepo.build import BuildRequest, build
@@ -21,10 +22,6 @@ from tritonrepo.source.catalog import lookup
 from tritonrepo.trtllm.commands import trtllm_build_args
 
 
-def _flags(args: list[str]) -> dict[str, str]:
-    return {flag: value for flag, value in zip(args, args[1:], strict=False) if flag.startswith("--")}
-
-
 def _seed_plan():
     entry = lookup("DeepSeek-R1-Distill-Llama-8B")
     request = PlanRequest(max_seq_len=8192, max_input_len=4096, max_batch_size=256)
@@ -33,18 +30,10 @@ def _seed_plan():
 
 def test_the_seed_recipe_plan_gives_the_seed_trtllm_build_settings(tmp_path):
     spec = engine_spec(_seed_plan(), tmp_path / "hf", tmp_path / "work")
-    flags = _flags(trtllm_build_args(spec, "0.17.0"))  # the 25.01 container of the seed
-    expected = {
-        "--gemm_plugin": "bfloat16",
-        "--gpt_attention_plugin": "bfloat16",
-        "--use_paged_context_fmha": "enable",
-        "--max_seq_len": "8192",
-        "--max_input_len": "4096",
-        "--max_batch_size": "256",
-    }
-    assert {flag: flags.get(flag) for flag in expected} == expected
-    assert flags["--checkpoint_dir"].endswith("checkpoint") and flags["--output_dir"].endswith("engine")
-    assert "tp_size" not in json.dumps(flags)  # one GPU: nothing parallel to configure
+    got = flags(trtllm_build_args(spec, "0.17.0"))  # the 25.01 container of the seed
+    assert {flag: got.get(flag) for flag in SEED_BUILD_FLAGS} == SEED_BUILD_FLAGS
+    assert got["--checkpoint_dir"].endswith("checkpoint") and got["--output_dir"].endswith("engine")
+    assert "tp_size" not in json.dumps(got)  # one GPU: nothing parallel to configure
 
 
 def test_plan_command_shows_the_trtllm_build_line():
@@ -83,7 +72,7 @@ def test_build_converts_compiles_and_renders_an_engine_repository(h100_with_tens
     converted = h100_with_tensorrt_llm.events("from_hugging_face")
     assert len(converted) == 1 and Path(converted[0]["hf_model_or_dir"]) == result.source.path
     argv = h100_with_tensorrt_llm.events("trtllm-build")[0]["argv"]
-    assert _flags(argv)["--max_seq_len"] == "2048"  # the tiny model's context length
+    assert flags(argv)["--max_seq_len"] == "2048"  # the tiny model's context length
 
 
 def test_a_failed_engine_build_leaves_no_repository_and_keeps_the_log(h100_with_tensorrt_llm, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from doubles.trtllm_double import install
-from test_trtllm_commands import flags, seed_spec
+from test_trtllm_commands import SEED_BUILD_FLAGS, flags, seed_spec
 
 from tritonrepo.errors import EngineBuildError
 from tritonrepo.trtllm.adapter import InstalledTensorRTLLM, TensorRTLLM
@@ -61,12 +61,7 @@ def test_seed_recipe_end_to_end(double, hf_dir, tmp_path):
     (build,) = double.events("trtllm-build")
     got = flags(build["argv"])
     assert {
-        "--gemm_plugin": "bfloat16",
-        "--gpt_attention_plugin": "bfloat16",
-        "--use_paged_context_fmha": "enable",
-        "--max_seq_len": "8192",
-        "--max_input_len": "4096",
-        "--max_batch_size": "256",
+        **SEED_BUILD_FLAGS,
         "--checkpoint_dir": str(spec.checkpoint_dir),
         "--output_dir": str(spec.engine_dir) + ".partial",  # renamed into place after success
     }.items() <= got.items()

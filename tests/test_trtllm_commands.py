@@ -11,6 +11,16 @@ import pytest
 from tritonrepo.trtllm.commands import convert_request, trtllm_build_args
 from tritonrepo.trtllm.spec import EngineBuildSpec
 
+# trtllm-build settings of the seed recipe (dstack, DeepSeek-R1-Distill-Llama-8B on one A100-40GB, TensorRT-LLM 0.17).
+SEED_BUILD_FLAGS = {
+    "--gemm_plugin": "bfloat16",
+    "--gpt_attention_plugin": "bfloat16",
+    "--use_paged_context_fmha": "enable",
+    "--max_seq_len": "8192",
+    "--max_input_len": "4096",
+    "--max_batch_size": "256",
+}
+
 
 def flags(args: list[str]) -> dict[str, str]:
     """argv -> {flag: value}; every flag takes a value and appears once (what argparse would accept)."""
@@ -47,12 +57,7 @@ def test_seed_recipe_flags(tmp_path):
     expected = {
         "--checkpoint_dir": str(tmp_path / "tllm_checkpoint_1gpu_bf16"),
         "--output_dir": str(tmp_path / "tllm_engine_1gpu_bf16"),
-        "--gemm_plugin": "bfloat16",
-        "--gpt_attention_plugin": "bfloat16",
-        "--use_paged_context_fmha": "enable",
-        "--max_seq_len": "8192",
-        "--max_input_len": "4096",
-        "--max_batch_size": "256",
+        **SEED_BUILD_FLAGS,
     }
     assert expected.items() <= got.items()
     assert got["--kv_cache_type"] == "paged"
