@@ -111,3 +111,26 @@ class SmokeError(TritonRepoError):
     """At least one smoke check failed."""
 
     exit_code = 6
+
+
+# --- object storage (push/pull to S3) ------------------------------------------------------------------------------
+class StorageError(TritonRepoError):
+    """An S3 transfer failed (a bad URL, an unreachable endpoint, a missing or unreadable remote manifest)."""
+
+    exit_code = 8
+
+
+class StorageAuthError(StorageError):
+    """No credentials, or credentials the endpoint refused (wrong key, wrong secret, access denied)."""
+
+
+class BucketNotFoundError(StorageError):
+    """The bucket in the s3:// URL does not exist at that endpoint."""
+
+
+class IntegrityError(StorageError):
+    """A downloaded object's sha256 differs from the manifest; the bad file is removed, never renamed into place."""
+
+
+class UnsafeKeyError(StorageError):
+    """A remote key or manifest path that would land outside the target folder ('..', absolute, backslashes)."""

@@ -222,6 +222,64 @@ def smoke(url, grpc_url, openai_url, as_json) -> None:
     raise_on_failure(results)
 
 
+def _storage_options(command):
+    """The flags push and pull share: where S3 is, how to authenticate, how fast to go, what to change."""
+    options = [
+        click.option("--profile", help="AWS profile [default: the standard credential chain]."),
+        click.option("--region", help="AWS region [default: from the profile or AWS_DEFAULT_REGION]."),
+        click.option("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 (MinIO, moto)."),
+        click.option(
+            "--part-size", type=click.IntRange(min=5), default=64, show_default=True, help="Multipart size in MiB."
+        ),
+        click.option(
+            "--concurrency", type=click.IntRange(min=1), default=16, show_default=True, help="Files/parts in flight."
+        ),
+        click.option("--delete", is_flag=True, help="Remove what the source no longer has."),
+        click.option("--dry-run", is_flag=True, help="List what would move; move nothing."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _transfer(action, source, destination, profile, region, endpoint_url, part_size, concurrency, delete, dry_run,
+              as_json) -> None:  # fmt: skip
+    from tritonrepo.storage import TransferOptions, format_summary, pull, push
+
+    options = TransferOptions(
+        profile=profile,
+        region=region,
+        endpoint_url=endpoint_url,
+        part_size=part_size << 20,
+        concurrency=concurrency,
+        delete=delete,
+        dry_run=dry_run,
+    )
+    summary = (push if action == "push" else pull)(source, destination, options)
+    click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else format_summary(summary))
+
+
+@cli.command()
+@click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("url")
+@_storage_options
+@_handle_errors
+def push(repository, url, **options) -> None:
+    """Upload REPOSITORY to URL (s3://bucket/prefix): only changed files, manifest last, loadable by Triton."""
+    _transfer("push", repository, url, **options)
+
+
+@cli.command()
+@click.argument("url")
+@click.argument("repository", type=click.Path(file_okay=False, path_type=Path))
+@_storage_options
+@_handle_errors
+def pull(url, repository, **options) -> None:
+    """Download URL (s3://bucket/prefix) into REPOSITORY: only changed files, each verified against the manifest."""
+    _transfer("pull", url, repository, **options)
+
+
 def main() -> None:
     cli(prog_name="tritonrepo")
 

@@ -1,0 +1,216 @@
+"""The executor of a planned transfer: parallel, multipart, verified, with the manifest written last."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonrepo import progress
+from tritonrepo.errors import IntegrityError, StorageError
+from tritonrepo.repository.manifest import FORMAT, MANIFEST, file_digests, read_manifest, sha256_file
+from tritonrepo.storage import sync
+from tritonrepo.storage.s3 import Connection, S3Store
+from tritonrepo.storage.url import S3Url, check_relative, parse_s3_url, safe_target
+
+PART_SUFFIX = ".tritonrepo-part"  # temp downloads; a rerun sweeps leftovers of a killed pull
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    part_size: int = 64 << 20
+    concurrency: int = 16
+    delete: bool = False
+    dry_run: bool = False
+
+    def connection(self) -> Connection:
+        return Connection(self.profile, self.region, self.endpoint_url, self.part_size, self.concurrency)
+
+
+def _run_parallel(work: Callable[[str], None], paths: Iterable[str], workers: int) -> None:
+    """Run `work` on each path; on the first failure cancel what has not started and re-raise it."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(work, p) for p in paths]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _byte_counter(bar) -> Callable[[int], None]:
+    lock = threading.Lock()  # boto3 calls back from its own worker threads
+
+    def add(amount: int) -> None:
+        with lock:
+            bar.update(amount)
+
+    return add
+
+
+def _share_parts(store: S3Store, plan: sync.Plan, options: TransferOptions) -> None:
+    # --concurrency bounds files and parts together: few large files get many parts each, many get few.
+    large = sum(1 for p in plan.transfer if plan.sizes[p] >= options.part_size)
+    store.parts_in_flight = max(1, options.concurrency // max(1, min(large, options.concurrency)))
+
+
+def _empty_dirs(root: Path) -> list[str]:
+    """Folders with no files to upload; S3 drops them unless marked, and Triton needs empty version folders."""
+    return sorted(
+        d.relative_to(root).as_posix()
+        for d in root.rglob("*")
+        if d.is_dir() and "__pycache__" not in d.parts and all(c.name == "__pycache__" for c in d.iterdir())
+    )
+
+
+def _manifest_bytes(root: Path, files: sync.Files) -> bytes:
+    """The build manifest verbatim when it matches the files; else a copy with the files as they are now."""
+    manifest = read_manifest(root)
+    if manifest is not None and manifest.get("files") == files:
+        return (root / MANIFEST).read_bytes()
+    if manifest is None:
+        manifest = {"format": FORMAT}
+    else:
+        progress.say(f"    {MANIFEST} is out of date with the files; the remote manifest lists them as they are")
+    manifest = {**manifest, "files": files}
+    return (json.dumps(manifest, indent=2) + "\n").encode()
+
+
+def upload_one(store: S3Store, root: Path, path: str, entry: dict, callback: Callable[[int], None]) -> None:
+    store.upload_file(root / path, path, sha256=entry["sha256"], callback=callback)
+
+
+def download_one(store: S3Store, root: Path, path: str, entry: dict, callback: Callable[[int], None]) -> None:
+    """Into a temp file next to the target; renamed into place only once its sha256 matches the manifest."""
+    target = safe_target(root, path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PART_SUFFIX, dir=target.parent)
+    os.close(fd)
+    try:
+        store.download_file(path, Path(temp), callback=callback)
+        digest = sha256_file(Path(temp))
+        if digest != entry["sha256"]:
+            raise IntegrityError(
+                f"{store.url.key(path)} has sha256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}...",
+                hint="The remote object changed after the push; push the repository again.",
+            )
+        os.replace(temp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+
+def push(source: Path, destination: str | S3Url, options: TransferOptions = TransferOptions()):
+    """Upload what differs from the remote manifest, then directory markers, then the manifest, then deletions."""
+    started = time.monotonic()
+    url = destination if isinstance(destination, S3Url) else parse_s3_url(destination)
+    source = Path(source)
+    if not source.is_dir():
+        raise StorageError(f"{source} is not a folder", hint="Push a repository folder made by `tritonrepo build`.")
+    with progress.step(f"Hashing {source}"):
+        local = file_digests(source)
+        for path in local:
+            check_relative(path, what="local path")
+        empty_dirs = _empty_dirs(source)
+    manifest = _manifest_bytes(source, local)
+    store = S3Store(url, options.connection())
+    remote_objects = store.list()
+    remote_raw = store.get_bytes(MANIFEST) if MANIFEST in remote_objects else None
+    try:
+        manifest_files = sync.parse_remote_manifest(remote_raw, str(url)) if remote_raw is not None else {}
+    except StorageError as error:
+        progress.say(f"    ignoring the remote manifest, it will be replaced: {error}")
+        manifest_files = {}
+    digests = {p: e["sha256"] for p, e in manifest_files.items()}
+    for path in sync.digests_to_check(local, remote_objects, manifest_files):
+        if stored := store.head_sha256(path):
+            digests[path] = stored
+    plan = sync.plan_push(local, empty_dirs, remote_objects, digests, options.delete)
+    if not options.dry_run:
+        _share_parts(store, plan, options)
+        with progress.bar(plan.bytes_to_move, f"push {len(plan.transfer)} file(s)") as bar:
+            count = _byte_counter(bar)
+            _run_parallel(lambda p: upload_one(store, source, p, local[p], count), plan.transfer, options.concurrency)
+        for marker in plan.directories:
+            store.put_bytes(marker, b"")
+        # Last, so a reader never sees a manifest that names files not yet uploaded.
+        if manifest != remote_raw:
+            store.put_bytes(MANIFEST, manifest)
+        if plan.delete:
+            store.delete(plan.delete)
+    return sync.summarize(
+        "push", str(source), str(url), plan, dry_run=options.dry_run, seconds=time.monotonic() - started
+    )
+
+
+def _local_files(root: Path, remote: sync.Files) -> sync.Files:
+    """Every local file; hashed only where the size matches the manifest (a different size already means download)."""
+    files: sync.Files = {}
+    if not root.is_dir():
+        return files
+    for path in root.rglob("*"):
+        relative = path.relative_to(root).as_posix()
+        if not path.is_file() or relative == MANIFEST or "__pycache__" in path.parts or path.name.endswith(PART_SUFFIX):
+            continue
+        size = path.stat().st_size
+        same_size = remote.get(relative, {}).get("size") == size
+        files[relative] = {"size": size, "sha256": sha256_file(path) if same_size else None}
+    return files
+
+
+def pull(source: str | S3Url, target: Path, options: TransferOptions = TransferOptions()):
+    """Download what differs from the local files, verified; every remote key is checked before anything is written."""
+    started = time.monotonic()
+    url = source if isinstance(source, S3Url) else parse_s3_url(source)
+    target = Path(target)
+    store = S3Store(url, options.connection())
+    remote_objects = store.list()
+    raw = store.get_bytes(MANIFEST)
+    if raw is None:
+        raise StorageError(f"no {MANIFEST} at {url}", hint="Nothing was pushed there, or a push did not finish.")
+    remote = sync.parse_remote_manifest(raw, str(url))
+    remote_dirs = [key.rstrip("/") for key in remote_objects if key.endswith("/")]
+    for path in [*remote, *remote_dirs]:
+        safe_target(target, path)  # refuse the whole pull before any write
+    with progress.step(f"Comparing with {target}"):
+        plan = sync.plan_pull(remote, remote_dirs, _local_files(target, remote), options.delete)
+    if not options.dry_run:
+        target.mkdir(parents=True, exist_ok=True)
+        for stale in target.rglob(f"*{PART_SUFFIX}"):
+            stale.unlink()
+        for directory in plan.directories:
+            safe_target(target, directory).mkdir(parents=True, exist_ok=True)
+        _share_parts(store, plan, options)
+        with progress.bar(plan.bytes_to_move, f"pull {len(plan.transfer)} file(s)") as bar:
+            count = _byte_counter(bar)
+            _run_parallel(
+                lambda p: download_one(store, target, p, remote[p], count), plan.transfer, options.concurrency
+            )
+        for path in plan.delete:
+            safe_target(target, path).unlink()
+        # Last, like push: a local manifest means the files it lists are all in place.
+        if not (target / MANIFEST).is_file() or (target / MANIFEST).read_bytes() != raw:
+            _write_bytes(target, raw)
+    return sync.summarize(
+        "pull", str(url), str(target), plan, dry_run=options.dry_run, seconds=time.monotonic() - started
+    )
+
+
+def _write_bytes(root: Path, raw: bytes) -> None:
+    """The remote manifest verbatim (so the pulled tree is byte-identical), atomically: temp file, then rename."""
+    fd, temp = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=root)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(raw)
+    os.replace(temp, root / MANIFEST)
