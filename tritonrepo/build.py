@@ -18,7 +18,14 @@ from tritonrepo.repository.manifest import (
     read_manifest,
     write_manifest,
 )
-from tritonrepo.repository.params import ENGINE_DIR, ENTRY_POINTS, HF_MODEL_DIR, TOKENIZER_DIR, RepositoryParams
+from tritonrepo.repository.params import (
+    ENGINE_DIR,
+    ENTRY_POINTS,
+    HF_MODEL_DIR,
+    POSTPROCESSING_TOKENIZER_DIR,
+    TOKENIZER_DIR,
+    RepositoryParams,
+)
 from tritonrepo.repository.render import render_repository, templates_root
 from tritonrepo.repository.validate import check_repository
 from tritonrepo.repository.writer import place_files, staged_directory, write_rendered
@@ -133,6 +140,7 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
     with progress.step(f"Rendering the repository into {target}"), staged_directory(target) as staging:
         write_rendered(staging, render_repository(params))
         place_files(source.path, TOKENIZER_FILES, staging / TOKENIZER_DIR)
+        place_files(source.path, TOKENIZER_FILES, staging / POSTPROCESSING_TOKENIZER_DIR)  # hard links locally
         if plan.runtime == "hf":
             place_files(source.path, CHECKPOINT_FILES, staging / HF_MODEL_DIR)
         else:

@@ -157,7 +157,7 @@ def validate(repository: Path) -> None:
 
 
 @cli.command()
-@click.argument("repository", required=False, type=click.Path(path_type=Path))
+@click.argument("repository", required=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the servers listen on.")
 @click.option("--http-port", type=int, default=8000, show_default=True)
 @click.option("--grpc-port", type=int, default=8001, show_default=True)
@@ -173,6 +173,10 @@ def validate(repository: Path) -> None:
     "--log-file", type=click.Path(path_type=Path), help="tritonserver log [default: <repository>.tritonserver.log]."
 )
 @click.option("--ready-timeout", type=float, default=600, show_default=True, help="Seconds to wait for every model.")
+@click.option("--direct", is_flag=True, help="s3:// only: Triton reads the bucket itself (no local engine files).")
+@click.option("--endpoint-url", help="s3:// only: an S3-compatible endpoint (MinIO, Ceph, ...).")
+@click.option("--profile", help="s3:// only: AWS profile.")
+@click.option("--region", help="s3:// only: AWS region.")
 @_handle_errors
 def serve(
     repository,
@@ -185,8 +189,12 @@ def serve(
     served_model_name,
     log_file,
     ready_timeout,
+    direct,
+    endpoint_url,
+    profile,
+    region,
 ):
-    """Start tritonserver on REPOSITORY and the OpenAI-compatible endpoint; Ctrl-C stops both."""
+    """Start tritonserver on REPOSITORY (a folder or s3://bucket/prefix) and the OpenAI endpoint; Ctrl-C stops both."""
     from tritonrepo.serving.launch import ServeOptions, default_repository, serve_repository
 
     serve_repository(
@@ -201,6 +209,10 @@ def serve(
             served_model_name=served_model_name,
             log_file=log_file,
             ready_timeout=ready_timeout,
+            direct=direct,
+            s3_profile=profile,
+            s3_region=region,
+            s3_endpoint_url=endpoint_url,
         )
     )
 

@@ -8,7 +8,10 @@ from typing import Literal
 Runtime = Literal["hf", "tensorrtllm"]
 
 # Where things live inside a repository (relative to its root; our Python models resolve them against the root).
+# Each model keeps the files it reads inside its own folder: Triton copies a cloud (s3://) repository one model at a
+# time, so one model cannot reach into another's folder there.
 TOKENIZER_DIR = "preprocessing/1/tokenizer"
+POSTPROCESSING_TOKENIZER_DIR = "postprocessing/1/tokenizer"
 HF_MODEL_DIR = "tensorrt_llm/1/hf_model"
 ENGINE_DIR = "tensorrt_llm/1/engine"
 
@@ -26,6 +29,7 @@ class RepositoryParams:
     triton_max_batch_size: int = 8
     decoupled_mode: bool = True
     tokenizer_dir: str = TOKENIZER_DIR
+    postprocessing_tokenizer_dir: str = POSTPROCESSING_TOKENIZER_DIR
     add_special_tokens: bool = True
     skip_special_tokens: bool = True
     preprocessing_instance_count: int = 1

@@ -18,7 +18,7 @@ DEFAULT_BUILD_ROOT = Path("build")
 
 @dataclass(frozen=True)
 class ServeOptions:
-    repository: Path
+    repository: Path | str  # a local folder or s3://bucket/prefix
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
@@ -28,6 +28,10 @@ class ServeOptions:
     served_model_name: str | None = None
     log_file: Path | None = None
     ready_timeout: float = 600
+    direct: bool = False  # s3:// only: Triton reads the bucket itself instead of a verified local copy
+    s3_profile: str | None = None
+    s3_region: str | None = None
+    s3_endpoint_url: str | None = None
 
 
 def default_repository(build_root: Path = DEFAULT_BUILD_ROOT) -> Path:
@@ -47,7 +51,7 @@ def default_repository(build_root: Path = DEFAULT_BUILD_ROOT) -> Path:
 
 def serve_repository(options: ServeOptions) -> None:
     """Blocks until Ctrl-C/SIGTERM (or tritonserver exits); always stops what it started."""
-    repository = options.repository.resolve()
+    repository, triton_repository = _local_repository(options)
     if not repository.is_dir():
         raise ServerError(f"{options.repository} is not a directory", hint="Pass a model repository folder.")
     if options.openai_port and not port_is_free(options.host, options.openai_port):
@@ -61,7 +65,7 @@ def serve_repository(options: ServeOptions) -> None:
     _stop_on_sigterm()
     server = TritonServer(
         installation,
-        str(repository),
+        triton_repository,
         log_path=log_path,
         http_port=options.http_port,
         grpc_port=options.grpc_port,
@@ -90,6 +94,52 @@ def _serve_until_stopped(options: ServeOptions, repository: Path, server: Triton
         else:
             progress.say("Press Ctrl-C to stop.")
             _wait_while_running(server)
+
+
+def _local_repository(options: ServeOptions) -> tuple[Path, str]:
+    """(local folder for the front end and checks, what tritonserver loads). An s3:// repository is pulled into
+    the cache (incremental, sha256-verified), because the tensorrtllm backend needs local engine paths; with --direct
+    Triton reads the bucket itself and the local copy only serves the front end's tokenizer and manifest."""
+    text = str(options.repository)
+    if not text.startswith("s3://"):
+        if options.direct:
+            raise ServerError("--direct applies to s3:// repositories only")
+        local = Path(text).resolve()
+        return local, str(local)
+    from tritonrepo.source.resolve import cache_root
+    from tritonrepo.storage import TransferOptions, parse_s3_url, pull
+
+    url = parse_s3_url(text)
+    local = cache_root() / "s3" / url.bucket / (url.prefix or "_root")
+    transfer = TransferOptions(
+        profile=options.s3_profile, region=options.s3_region, endpoint_url=options.s3_endpoint_url
+    )
+    with progress.step(f"Pulling {url} into {local} (only what changed, every file verified)"):
+        summary = pull(url, local, transfer)
+        progress.say(f"    {summary.files_moved} file(s) downloaded, {summary.files_skipped} unchanged")
+    if not options.direct:
+        progress.say(f"    serving the local copy {local}")
+        return local, str(local)
+    if (read_manifest(local) or {}).get("runtime") == "tensorrtllm":
+        raise ServerError(
+            "--direct cannot serve TensorRT-LLM engines: the tensorrtllm backend needs them on local disk",
+            hint="Leave out --direct: the repository is then pulled and served locally.",
+        )
+    triton_url = triton_s3_url(url.bucket, url.prefix, options.s3_endpoint_url)
+    progress.say(f"    Triton loads {triton_url} directly (the local copy serves the front end's tokenizer)")
+    return local, triton_url
+
+
+def triton_s3_url(bucket: str, prefix: str, endpoint_url: str | None) -> str:
+    """Triton names a non-AWS endpoint inside the URL: s3://host:port/bucket/prefix."""
+    path = f"{bucket}/{prefix}".rstrip("/")
+    if not endpoint_url:
+        return f"s3://{path}"
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(endpoint_url)
+    host = endpoint.netloc or endpoint.path
+    return f"s3://{endpoint.scheme}://{host}/{path}" if endpoint.scheme == "https" else f"s3://{host}/{path}"
 
 
 def _check_engines(repository: Path) -> int:

@@ -17,9 +17,19 @@ def flag(value):
 
 
 def resolve(args, value):
-    """Relative paths in our configs are relative to the repository root (the parent of the model folder)."""
+    """Relative paths in our configs are relative to the repository root (the parent of the model folder).
+
+    A repository loaded from cloud storage (s3://) is copied one model at a time into temporary folders, so the
+    root is gone and only this model's own files are there: "<this model>/<rest>" then means "<model folder>/<rest>".
+    """
     path = Path(value)
-    return path if path.is_absolute() else Path(args["model_repository"]).parent / path
+    if path.is_absolute():
+        return path
+    model_dir = Path(args["model_repository"])
+    from_root = model_dir.parent / path
+    if not from_root.exists() and path.parts and path.parts[0] == args["model_name"]:
+        return model_dir.joinpath(*path.parts[1:])
+    return from_root
 
 
 def input_array(request, name):
