@@ -72,6 +72,11 @@ def test_tritonserver_loads_the_repository_straight_from_s3_and_answers(
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
+        else:
+            triton_tail = (tmp_path / "triton.log").read_text()[-3000:] if (tmp_path / "triton.log").exists() else ""
+            pytest.fail(
+                f"not healthy after 300 s\n--- serve:\n{log.read_text()[-3000:]}\n--- tritonserver:\n{triton_tail}"
+            )
         output = log.read_text()
         assert f"Triton loads s3://{endpoint.removeprefix('http://')}/{bucket}/models/tiny directly" in output
         body = {"text_input": "Hello world", "max_tokens": 8, "exclude_input_in_output": True}

@@ -1,0 +1,184 @@
+"""Time tritonrepo push/pull against `aws s3 sync` and `s5cmd` on a local moto S3 server; prints a markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from tritonrepo import progress
+from tritonrepo.storage import TransferOptions, pull, push
+
+BIN = Path(sys.executable).parent
+CHUNK = 64 << 20
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_tree(root: Path, large_mb: int, small_files: int) -> int:
+    """One large file of mostly-random bytes plus many 1-4 KiB files in nested folders; returns total bytes."""
+    block = bytearray(os.urandom(CHUNK))
+    remaining = large_mb << 20
+    (root / "big_model" / "1").mkdir(parents=True)
+    with open(root / "big_model" / "1" / "model.bin", "wb") as handle:
+        index = 0
+        while remaining > 0:
+            block[:8] = index.to_bytes(8, "little")  # every chunk differs, so no two parts are identical
+            size = min(CHUNK, remaining)
+            handle.write(memoryview(block)[:size])
+            remaining -= size
+            index += 1
+    seed = os.urandom(4096).hex()
+    for i in range(small_files):
+        folder = root / f"model_{i // 20}" / "1"
+        folder.mkdir(parents=True, exist_ok=True)
+        size = 1024 + (i * 997) % 3072
+        (folder / f"file_{i % 20}.txt").write_text((f"{i}:" + seed)[:size])
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def run(*args: str) -> None:
+    subprocess.run([str(a) for a in args], check=True, stdout=subprocess.DEVNULL)
+
+
+def new_bucket(s3, name: str) -> str:
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def empty_bucket(s3, name: str) -> None:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=name, Delete={"Objects": keys})
+    s3.delete_bucket(Bucket=name)
+
+
+def bench_tritonrepo(src: Path, dst: Path, url: str, endpoint: str, extra: dict) -> tuple[float, float]:
+    options = TransferOptions(endpoint_url=endpoint, concurrency=16, part_size=64 << 20)
+    push_s = timed(lambda: push(src, url, options))
+    pull_s = timed(lambda: pull(url, dst, options))
+    extra["tritonrepo no-op re-push"] = timed(lambda: push(src, url, options))
+    changed = src / "model_0" / "1" / "file_0.txt"
+    original = changed.read_bytes()
+    changed.write_bytes(original[:-1] + b"!")
+    started = time.perf_counter()
+    summary = push(src, url, options)
+    extra["tritonrepo one-small-file change push"] = time.perf_counter() - started
+    extra["one-small-file change"] = f"{summary.files_moved} file(s), {summary.bytes_moved} bytes moved"
+    changed.write_bytes(original)
+    return push_s, pull_s
+
+
+def bench_aws(src: Path, dst: Path, url: str, endpoint: str, extra: dict) -> tuple[float, float]:
+    aws = (BIN / "aws", "s3", "sync", "--endpoint-url", endpoint, "--only-show-errors")
+    push_s = timed(lambda: run(*aws, src, url))
+    pull_s = timed(lambda: run(*aws, url, dst))
+    extra["aws s3 sync no-op re-push"] = timed(lambda: run(*aws, src, url))
+    return push_s, pull_s
+
+
+def bench_s5cmd(src: Path, dst: Path, url: str, endpoint: str, extra: dict) -> tuple[float, float]:
+    s5 = (BIN / "s5cmd", "--endpoint-url", endpoint, "cp")
+    push_s = timed(lambda: run(*s5, f"{src}/*", f"{url}/"))
+    pull_s = timed(lambda: run(*s5, f"{url}/*", f"{dst}/"))
+    return push_s, pull_s
+
+
+TOOLS = {"tritonrepo": (None, bench_tritonrepo), "aws s3 sync": ("aws", bench_aws), "s5cmd cp": ("s5cmd", bench_s5cmd)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--large-mb", type=int, default=1536, help="size of the one large file (MiB)")
+    parser.add_argument("--small-files", type=int, default=2000, help="number of 1-4 KiB files")
+    args = parser.parse_args()
+    progress.set_enabled(False)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log lines
+    work = Path(tempfile.mkdtemp(prefix="s3bench-"))
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=str(work / "no-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(work / "no-credentials"),
+    )
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        src = work / "src"
+        src.mkdir()
+        print(f"making {args.large_mb} MiB + {args.small_files} small files in {src} ...", file=sys.stderr)
+        total = make_tree(src, args.large_mb, args.small_files)
+        results: dict[str, tuple[float, float] | str] = {}
+        extra: dict[str, float | str] = {}
+        for number, (name, (exe, bench)) in enumerate(TOOLS.items()):
+            if exe and not (BIN / exe).exists() and not shutil.which(exe):
+                results[name] = "not installed"
+                continue
+            print(f"timing {name} ...", file=sys.stderr)
+            bucket = new_bucket(s3, f"bench-{number}")
+            dst = work / f"pulled-{number}"
+            try:
+                results[name] = bench(src, dst, f"s3://{bucket}/repo", endpoint, extra)
+            except (OSError, subprocess.CalledProcessError) as error:
+                results[name] = f"failed: {error}"
+            finally:
+                shutil.rmtree(dst, ignore_errors=True)
+                empty_bucket(s3, bucket)
+        print_tables(results, extra, total, args)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_tables(results: dict, extra: dict, total: int, args) -> None:
+    mb = total / 1e6
+    print(
+        f"\nTree: one {args.large_mb} MiB file + {args.small_files} small files = {mb:.1f} MB; "
+        f"moto S3 on 127.0.0.1, {os.cpu_count()} CPUs.\n"
+    )
+    print("| tool | push s | push MB/s | pull s | pull MB/s | tritonrepo/tool push | tritonrepo/tool pull |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    ours = results.get("tritonrepo")
+    for name, result in results.items():
+        if isinstance(result, str):
+            print(f"| {name} | {result} | | | | | |")
+            continue
+        push_s, pull_s = result
+        ratios = (f"{ours[0] / push_s:.2f}", f"{ours[1] / pull_s:.2f}") if isinstance(ours, tuple) else ("-", "-")
+        print(
+            f"| {name} | {push_s:.2f} | {mb / push_s:.1f} | {pull_s:.2f} | {mb / pull_s:.1f} | "
+            f"{ratios[0]} | {ratios[1]} |"
+        )
+    print("\n| re-sync | result |")
+    print("|---|---:|")
+    for name, value in extra.items():
+        print(f"| {name} | {value if isinstance(value, str) else f'{value:.2f} s'} |")
+
+
+if __name__ == "__main__":
+    main()
