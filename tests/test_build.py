@@ -185,3 +185,10 @@ def test_a_changed_checkpoint_file_changes_the_inputs(tiny_model_dir, tmp_path, 
     config.write_text(config.read_text().replace("}", ', "note": "changed"}', 1))
     second = build(BuildRequest(model=str(copy), output=tmp_path / "repo"))
     assert second.manifest["inputs_digest"] != first.manifest["inputs_digest"]
+
+
+def test_a_quiet_command_does_not_silence_the_next_one(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["-q", "build", "--model", "tiny-llama", "-o", str(tmp_path / "a")]).stderr == ""
+    loud = runner.invoke(cli, ["build", "--model", "tiny-llama", "-o", str(tmp_path / "b")])
+    assert "==> Resolving model tiny-llama" in loud.stderr

@@ -35,10 +35,10 @@ def _handle_errors(command):
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (also TRITONREPO_QUIET=1).")
 def cli(quiet: bool) -> None:
     """From a Hugging Face LLM checkpoint to a running, tested Triton Inference Server deployment."""
-    if quiet:
-        from tritonrepo import progress
+    from tritonrepo import progress
 
-        progress.set_enabled(False)
+    # Decided per invocation (not only when -q is given), so one quiet command never silences the next.
+    progress.set_enabled(not quiet and os.environ.get("TRITONREPO_QUIET", "") in ("", "0"))
 
 
 @cli.command()

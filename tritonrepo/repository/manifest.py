@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -33,13 +34,14 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
     return digest.hexdigest()
 
 
-def file_digests(root: Path) -> dict[str, dict[str, object]]:
-    """{relative path: {size, sha256}} for every file under root except the manifest, sorted by path."""
+def file_digests(root: Path, digest_of: Callable[[Path], str] = sha256_file) -> dict[str, dict[str, object]]:
+    """{relative path: {size, sha256}} for every file under root except the manifest, sorted by path.
+    `digest_of` may remember digests of unchanged files (stage_cache.FileDigests.of)."""
     digests = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         relative = path.relative_to(root).as_posix()
         if relative != MANIFEST and "__pycache__" not in path.parts:
-            digests[relative] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+            digests[relative] = {"size": path.stat().st_size, "sha256": digest_of(path)}
     return digests
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from tritonrepo import progress
 from tritonrepo.errors import IntegrityError, StorageError
 from tritonrepo.repository.manifest import FORMAT, MANIFEST, file_digests, read_manifest, sha256_file
+from tritonrepo.source.resolve import cache_root
+from tritonrepo.stage_cache import FileDigests
 from tritonrepo.storage import sync
 from tritonrepo.storage.s3 import Connection, S3Store
 from tritonrepo.storage.url import S3Url, check_relative, parse_s3_url, safe_target
@@ -120,7 +122,10 @@ def push(source: Path, destination: str | S3Url, options: TransferOptions = Tran
     if not source.is_dir():
         raise StorageError(f"{source} is not a folder", hint="Push a repository folder made by `tritonrepo build`.")
     with progress.step(f"Hashing {source}"):
-        local = file_digests(source)
+        # Files whose size and mtime are unchanged keep their remembered digest: a no-op re-push reads no file.
+        memo = FileDigests(cache_root() / "file-digests.json")
+        local = file_digests(source, memo.of)
+        memo.save()
         for path in local:
             check_relative(path, what="local path")
         empty_dirs = _empty_dirs(source)
