@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,7 +158,13 @@ class OpenAIServing:
         # The chat template already writes BOS, so the tokenizer must not add it again.
         job = await self._prepare(request, prompt, add_special_tokens=False, prefix="chatcmpl")
         if request.stream:
-            return self._chat_stream(job)
+            return self._stream(
+                job,
+                ChatCompletionChunk,
+                opening=ChatChunkChoice(delta=DeltaMessage(role="assistant", content=""), finish_reason=None),
+                piece=lambda text: ChatChunkChoice(delta=DeltaMessage(content=text), finish_reason=None),
+                final=lambda reason: ChatChunkChoice(delta=DeltaMessage(), finish_reason=reason),
+            )
         outcome = _Outcome()
         content = "".join([piece async for piece in self._texts(job, outcome)])
         return ChatCompletionResponse(
@@ -183,32 +189,26 @@ class OpenAIServing:
             raise OpenAIError(400, f"The chat template rejected these messages: {exc}", param="messages") from exc
         return prompt
 
-    async def _chat_stream(self, job: _Job) -> AsyncIterator[str]:
-        def chunk(delta: DeltaMessage, finish_reason: str | None = None) -> str:
+    # --- streams ---------------------------------------------------------------------------------------------------
+    async def _stream(
+        self, job: _Job, chunk_type: Any, opening: Any, piece: Callable[[str], Any], final: Callable[[str], Any]
+    ) -> AsyncIterator[str]:
+        """SSE events for chat and completions alike: an optional opening choice, one per text piece, the finish
+        reason, the usage chunk when asked for (stream_options.include_usage), then [DONE]."""
+
+        def event(choices: list[Any], **extra: Any) -> str:
             return sse_event(
-                ChatCompletionChunk(
-                    id=job.request_id,
-                    created=job.created,
-                    model=job.model_name,
-                    choices=[ChatChunkChoice(delta=delta, finish_reason=finish_reason)],
-                )
+                chunk_type(id=job.request_id, created=job.created, model=job.model_name, choices=choices, **extra)
             )
 
         outcome = _Outcome()
-        yield chunk(DeltaMessage(role="assistant", content=""))
-        async for piece in self._texts(job, outcome):
-            yield chunk(DeltaMessage(content=piece))
-        yield chunk(DeltaMessage(), outcome.finish_reason)
+        if opening is not None:
+            yield event([opening])
+        async for text in self._texts(job, outcome):
+            yield event([piece(text)])
+        yield event([final(outcome.finish_reason)])
         if job.include_usage:
-            yield sse_event(
-                ChatCompletionChunk(
-                    id=job.request_id,
-                    created=job.created,
-                    model=job.model_name,
-                    choices=[],
-                    usage=outcome.usage(job.prompt_tokens),
-                )
-            )
+            yield event([], usage=outcome.usage(job.prompt_tokens))
         yield DONE_EVENT
 
     # --- completions -----------------------------------------------------------------------------------------------
@@ -218,7 +218,13 @@ class OpenAIServing:
         job = await self._prepare(request, request.prompt, add_special_tokens=True, prefix="cmpl")
         echoed = request.prompt if request.echo else ""
         if request.stream:
-            return self._completion_stream(job, echoed)
+            return self._stream(
+                job,
+                CompletionChunk,
+                opening=CompletionChoice(text=echoed, finish_reason=None) if echoed else None,
+                piece=lambda text: CompletionChoice(text=text, finish_reason=None),
+                final=lambda reason: CompletionChoice(text="", finish_reason=reason),
+            )
         outcome = _Outcome()
         text = "".join([piece async for piece in self._texts(job, outcome)])
         return CompletionResponse(
@@ -228,35 +234,6 @@ class OpenAIServing:
             choices=[CompletionChoice(text=echoed + text, finish_reason=outcome.finish_reason)],
             usage=outcome.usage(job.prompt_tokens),
         )
-
-    async def _completion_stream(self, job: _Job, echoed: str) -> AsyncIterator[str]:
-        def chunk(text: str, finish_reason: str | None = None) -> str:
-            return sse_event(
-                CompletionChunk(
-                    id=job.request_id,
-                    created=job.created,
-                    model=job.model_name,
-                    choices=[CompletionChoice(text=text, finish_reason=finish_reason)],
-                )
-            )
-
-        outcome = _Outcome()
-        if echoed:
-            yield chunk(echoed)
-        async for piece in self._texts(job, outcome):
-            yield chunk(piece)
-        yield chunk("", outcome.finish_reason)
-        if job.include_usage:
-            yield sse_event(
-                CompletionChunk(
-                    id=job.request_id,
-                    created=job.created,
-                    model=job.model_name,
-                    choices=[],
-                    usage=outcome.usage(job.prompt_tokens),
-                )
-            )
-        yield DONE_EVENT
 
     # --- shared ----------------------------------------------------------------------------------------------------
     async def _prepare(
