@@ -1,9 +1,12 @@
-"""Time tritonrepo push/pull against `aws s3 sync` and `s5cmd` on a local moto S3 server; prints a markdown table."""
+"""Time tritonrepo push/pull against `aws s3 sync` and `s5cmd` on a local moto S3 server; prints a markdown table.
+
+Every tool runs the same way: as its own command line (start-up included), against one moto server that runs in a
+separate process, each on its own bucket."""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import os
 import shutil
 import socket
@@ -14,10 +17,6 @@ import time
 from pathlib import Path
 
 import boto3
-from moto.server import ThreadedMotoServer
-
-from tritonrepo import progress
-from tritonrepo.storage import TransferOptions, pull, push
 
 BIN = Path(sys.executable).parent
 CHUNK = 64 << 20
@@ -57,8 +56,23 @@ def timed(action) -> float:
     return time.perf_counter() - started
 
 
-def run(*args: str) -> None:
-    subprocess.run([str(a) for a in args], check=True, stdout=subprocess.DEVNULL)
+def run(*args: str) -> str:
+    return subprocess.run([str(a) for a in args], check=True, stdout=subprocess.PIPE, text=True).stdout
+
+
+def start_moto(port: int, log: Path) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [BIN / "moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+    for _ in range(100):
+        try:
+            s3.list_buckets()
+            return server
+        except Exception:  # not listening yet
+            time.sleep(0.1)
+    server.terminate()
+    raise SystemExit(f"moto_server did not start; see {log}")
 
 
 def new_bucket(s3, name: str) -> str:
@@ -75,17 +89,19 @@ def empty_bucket(s3, name: str) -> None:
 
 
 def bench_tritonrepo(src: Path, dst: Path, url: str, endpoint: str, extra: dict) -> tuple[float, float]:
-    options = TransferOptions(endpoint_url=endpoint, concurrency=16, part_size=64 << 20)
-    push_s = timed(lambda: push(src, url, options))
-    pull_s = timed(lambda: pull(url, dst, options))
-    extra["tritonrepo no-op re-push"] = timed(lambda: push(src, url, options))
+    tool = (BIN / "tritonrepo", "-q")
+    flags = ("--endpoint-url", endpoint, "--json")
+    push_s = timed(lambda: run(*tool, "push", src, url, *flags))
+    pull_s = timed(lambda: run(*tool, "pull", url, dst, *flags))
+    extra["tritonrepo no-op re-push"] = timed(lambda: run(*tool, "push", src, url, *flags))
+    extra["tritonrepo no-op re-pull"] = timed(lambda: run(*tool, "pull", url, dst, *flags))
     changed = src / "model_0" / "1" / "file_0.txt"
     original = changed.read_bytes()
     changed.write_bytes(original[:-1] + b"!")
     started = time.perf_counter()
-    summary = push(src, url, options)
+    summary = json.loads(run(*tool, "push", src, url, *flags))
     extra["tritonrepo one-small-file change push"] = time.perf_counter() - started
-    extra["one-small-file change"] = f"{summary.files_moved} file(s), {summary.bytes_moved} bytes moved"
+    extra["one-small-file change"] = f"{summary['files_moved']} file(s), {summary['bytes_moved']} bytes moved"
     changed.write_bytes(original)
     return push_s, pull_s
 
@@ -99,9 +115,10 @@ def bench_aws(src: Path, dst: Path, url: str, endpoint: str, extra: dict) -> tup
 
 
 def bench_s5cmd(src: Path, dst: Path, url: str, endpoint: str, extra: dict) -> tuple[float, float]:
-    s5 = (BIN / "s5cmd", "--endpoint-url", endpoint, "cp")
-    push_s = timed(lambda: run(*s5, f"{src}/*", f"{url}/"))
-    pull_s = timed(lambda: run(*s5, f"{url}/*", f"{dst}/"))
+    s5 = (BIN / "s5cmd", "--endpoint-url", endpoint)
+    push_s = timed(lambda: run(*s5, "cp", f"{src}/*", f"{url}/"))
+    pull_s = timed(lambda: run(*s5, "cp", f"{url}/*", f"{dst}/"))
+    extra["s5cmd sync no-op re-push"] = timed(lambda: run(*s5, "sync", f"{src}/", f"{url}/"))
     return push_s, pull_s
 
 
@@ -113,8 +130,6 @@ def main() -> None:
     parser.add_argument("--large-mb", type=int, default=1536, help="size of the one large file (MiB)")
     parser.add_argument("--small-files", type=int, default=2000, help="number of 1-4 KiB files")
     args = parser.parse_args()
-    progress.set_enabled(False)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log lines
     work = Path(tempfile.mkdtemp(prefix="s3bench-"))
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing",
@@ -122,10 +137,10 @@ def main() -> None:
         AWS_DEFAULT_REGION="us-east-1",
         AWS_CONFIG_FILE=str(work / "no-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(work / "no-credentials"),
+        TRITONREPO_CACHE=str(work / "cache"),  # tritonrepo's digest memo starts empty, as on a fresh machine
     )
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = start_moto(port, work / "moto.log")
     endpoint = f"http://127.0.0.1:{port}"
     try:
         s3 = boto3.client("s3", endpoint_url=endpoint)
@@ -151,7 +166,8 @@ def main() -> None:
                 empty_bucket(s3, bucket)
         print_tables(results, extra, total, args)
     finally:
-        server.stop()
+        server.terminate()
+        server.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 

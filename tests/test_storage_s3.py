@@ -14,6 +14,7 @@ import requests
 from click.testing import CliRunner
 
 from tests.conftest import free_port
+from tritonrepo import stage_cache as stage_cache_module
 from tritonrepo.build import BuildRequest, build
 from tritonrepo.cli.main import cli
 from tritonrepo.errors import BucketNotFoundError, IntegrityError, StorageAuthError, StorageError, UnsafeKeyError
@@ -129,6 +130,62 @@ def test_delete_removes_a_remote_extra_only_when_asked(repo, bucket, s3, options
     assert push(repo, f"s3://{bucket}/r", _with(options, delete=True)).deleted == ["stale/old.bin"]
     keys = _keys(s3, bucket)
     assert "r/stale/old.bin" not in keys and f"r/{MANIFEST}" in keys and "r/ensemble/1/" in keys
+
+
+def test_an_unchanged_push_trusts_the_manifest_and_check_remote_repairs_what_vanished(
+    repo, bucket, s3, options, monkeypatch
+):
+    push(repo, f"s3://{bucket}/r", options)
+    s3.delete_object(Bucket=bucket, Key="r/postprocessing/1/model.py")  # removed behind tritonrepo's back
+    listed = []
+    real_list = transfer_module.S3Store.list
+    monkeypatch.setattr(transfer_module.S3Store, "list", lambda self: listed.append(1) or real_list(self))
+
+    fast = push(repo, f"s3://{bucket}/r", options)
+    assert listed == [] and fast.files_moved == 0  # the identical manifest is proof enough: nothing listed
+    assert "r/postprocessing/1/model.py" not in _keys(s3, bucket)
+
+    checked = push(repo, f"s3://{bucket}/r", _with(options, check_remote=True))
+    assert listed == [1] and checked.moved == ["postprocessing/1/model.py"]
+    body = s3.get_object(Bucket=bucket, Key="r/postprocessing/1/model.py")["Body"].read()
+    assert body == (repo / "postprocessing/1/model.py").read_bytes()
+
+
+def test_a_missing_directory_marker_defeats_the_fast_path(repo, bucket, s3, options):
+    push(repo, f"s3://{bucket}/r", options)
+    s3.delete_object(Bucket=bucket, Key="r/ensemble/1/")
+    push(repo, f"s3://{bucket}/r", options)
+    assert "r/ensemble/1/" in _keys(s3, bucket)
+
+
+def test_a_second_pull_reads_no_local_file(repo, bucket, options, tmp_path, monkeypatch):
+    push(repo, f"s3://{bucket}/r", options)
+    pull(f"s3://{bucket}/r", tmp_path / "copy", options)
+    hashed = []
+    real = stage_cache_module.sha256_file
+    monkeypatch.setattr(stage_cache_module, "sha256_file", lambda path: hashed.append(path) or real(path))
+    again = pull(f"s3://{bucket}/r", tmp_path / "copy", options)
+    assert again.files_moved == 0 and hashed == []  # digests remembered from the download, by size and mtime
+    (tmp_path / "copy/preprocessing/1/model.py").write_text("# edited locally\n")
+    repaired = pull(f"s3://{bucket}/r", tmp_path / "copy", options)
+    assert repaired.moved == ["preprocessing/1/model.py"]
+    assert _tree(tmp_path / "copy") == _tree(repo)
+
+
+def test_pull_delete_removes_extra_files_and_the_folders_they_leave_empty(repo, bucket, options, tmp_path):
+    push(repo, f"s3://{bucket}/r", options)
+    target = tmp_path / "copy"
+    pull(f"s3://{bucket}/r", target, options)
+    (target / "extra/deep").mkdir(parents=True)
+    (target / "extra/deep/file.txt").write_text("x")
+    (target / "empty_extra").mkdir()
+    assert pull(f"s3://{bucket}/r", target, options).deleted == []
+    assert (target / "extra/deep/file.txt").exists()
+    summary = pull(f"s3://{bucket}/r", target, _with(options, delete=True))
+    assert summary.deleted == ["extra/deep/file.txt"]
+    assert not (target / "extra").exists() and not (target / "empty_extra").exists()
+    assert (target / "ensemble/1").is_dir()  # the remote's own empty folder stays
+    assert _tree(target) == _tree(repo)
 
 
 def test_dry_run_moves_nothing(repo, bucket, s3, options, tmp_path):

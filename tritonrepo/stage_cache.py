@@ -30,15 +30,23 @@ class FileDigests:
         self._dirty = False
 
     def of(self, path: Path) -> str:
-        real = path.resolve()
-        stat = real.stat()
-        known = self._memo.get(str(real))
+        # Keyed by the absolute path, not the resolved one: resolving costs a syscall per path component per file.
+        key = os.path.abspath(path)
+        stat = os.stat(key)
+        known = self._memo.get(key)
         if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
             return known[2]
-        value = sha256_file(real)
-        self._memo[str(real)] = [stat.st_size, stat.st_mtime_ns, value]
+        value = sha256_file(Path(key))
+        self._memo[key] = [stat.st_size, stat.st_mtime_ns, value]
         self._dirty = True
         return value
+
+    def remember(self, path: Path, digest: str) -> None:
+        """A digest computed elsewhere (e.g. while downloading), for the file as it is now."""
+        key = os.path.abspath(path)
+        stat = os.stat(key)
+        self._memo[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        self._dirty = True
 
     def of_files(self, paths: Iterable[Path]) -> dict[str, str]:
         return {path.name: self.of(path) for path in sorted(paths)}

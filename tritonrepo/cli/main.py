@@ -256,7 +256,7 @@ def _storage_options(command):
 
 
 def _transfer(action, source, destination, profile, region, endpoint_url, part_size, concurrency, delete, dry_run,
-              as_json) -> None:  # fmt: skip
+              as_json, check_remote=False) -> None:  # fmt: skip
     from tritonrepo.storage import TransferOptions, format_summary, pull, push
 
     options = TransferOptions(
@@ -267,6 +267,7 @@ def _transfer(action, source, destination, profile, region, endpoint_url, part_s
         concurrency=concurrency,
         delete=delete,
         dry_run=dry_run,
+        check_remote=check_remote,
     )
     summary = (push if action == "push" else pull)(source, destination, options)
     click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else format_summary(summary))
@@ -276,6 +277,12 @@ def _transfer(action, source, destination, profile, region, endpoint_url, part_s
 @click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("url")
 @_storage_options
+@click.option(
+    "--check-remote",
+    is_flag=True,
+    help="List the prefix and compare every object even when the remote manifest already matches "
+    "(repairs objects removed behind tritonrepo's back).",
+)
 @_handle_errors
 def push(repository, url, **options) -> None:
     """Upload REPOSITORY to URL (s3://bucket/prefix): only changed files, manifest last, loadable by Triton."""

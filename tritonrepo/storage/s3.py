@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tritonrepo.errors import BucketNotFoundError, StorageAuthError, StorageError
+from tritonrepo.repository.manifest import sha256_file
 from tritonrepo.storage.url import S3Url
 
 _AUTH_CODES = {
@@ -108,7 +110,14 @@ class S3Store:
         with translated(url, "create an S3 client"):
             session = boto3.session.Session(profile_name=connection.profile, region_name=connection.region)
             # Room for every file and part in flight; botocore's default pool of 10 would serialise them.
-            config = Config(max_pool_connections=2 * connection.concurrency + 4, retries={"mode": "standard"})
+            config = Config(
+                max_pool_connections=2 * connection.concurrency + 4,
+                retries={"mode": "standard"},
+                # Integrity is ours end to end (sha256 in the manifest, checked on pull); botocore's extra CRC32 on
+                # every request costs ~15% of the client CPU per small object and proves less than the sha256.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            )
             self.client = session.client("s3", endpoint_url=connection.endpoint_url, config=config)
         self._transfer_config = TransferConfig
         self.parts_in_flight = connection.concurrency
@@ -165,22 +174,53 @@ class S3Store:
                     return None
                 raise
 
-    def upload_file(self, path: Path, relative: str, *, sha256: str, callback: Callable[[int], None]) -> None:
+    def exists(self, relative: str) -> bool:
+        from botocore.exceptions import ClientError
+
         key = self.url.key(relative)
+        with translated(self.url, f"inspect {key}"):
+            try:
+                self.client.head_object(Bucket=self.url.bucket, Key=key)
+                return True
+            except ClientError as error:
+                if _code(error) in _MISSING_CODES:
+                    return False
+                raise
+
+    def upload(self, path: Path, relative: str, *, size: int, sha256: str, callback: Callable[[int], None]) -> None:
+        """One PUT below the part size; above it, a multipart upload with parts in parallel (boto3's transfer manager).
+        The sha256 rides along as object metadata, so a rerun of an interrupted push can recognise what landed."""
+        key = self.url.key(relative)
+        metadata = {"sha256": sha256}
         with translated(self.url, f"upload {key}"):
+            if size < self.connection.part_size:
+                data = path.read_bytes()
+                self.client.put_object(Bucket=self.url.bucket, Key=key, Body=data, Metadata=metadata)
+                callback(len(data))
+                return
+            config = self.transfer_config()
             self.client.upload_file(
-                str(path),
-                self.url.bucket,
-                key,
-                ExtraArgs={"Metadata": {"sha256": sha256}},
-                Callback=callback,
-                Config=self.transfer_config(),
+                str(path), self.url.bucket, key, ExtraArgs={"Metadata": metadata}, Callback=callback, Config=config
             )
 
-    def download_file(self, relative: str, path: Path, *, callback: Callable[[int], None]) -> None:
+    def download(self, relative: str, path: Path, *, size: int, callback: Callable[[int], None]) -> str:
+        """Into `path`; returns the sha256 of what landed. One GET below the part size, hashed as it streams in;
+        above it, ranged GETs in parallel (boto3's transfer manager) whose parts land out of order, hashed after."""
         key = self.url.key(relative)
         with translated(self.url, f"download {key}"):
-            self.client.download_file(self.url.bucket, key, str(path), Callback=callback, Config=self.transfer_config())
+            if size >= self.connection.part_size:
+                self.client.download_file(
+                    self.url.bucket, key, str(path), Callback=callback, Config=self.transfer_config()
+                )
+                return sha256_file(path)
+            digest = hashlib.sha256()
+            with path.open("wb") as handle:
+                body = self.client.get_object(Bucket=self.url.bucket, Key=key)["Body"]
+                for chunk in body.iter_chunks(1 << 20):
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    callback(len(chunk))
+            return digest.hexdigest()
 
     def delete(self, relatives: list[str]) -> None:
         with translated(self.url, f"delete objects under {self.url}"):

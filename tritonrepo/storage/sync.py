@@ -35,7 +35,7 @@ def _same(a: dict | None, b: dict | None) -> bool:
     return bool(a and b) and a.get("size") == b.get("size") and a.get("sha256") == b.get("sha256")
 
 
-def _parents(paths) -> set[str]:
+def parents(paths) -> set[str]:
     return {str(parent) for p in paths for parent in PurePosixPath(p.rstrip("/")).parents if str(parent) != "."}
 
 
@@ -59,7 +59,7 @@ def plan_push(
         (plan.skip if unchanged else plan.transfer).append(path)
     plan.directories = sorted(f"{d}/" for d in empty_dirs if f"{d}/" not in remote_objects)
     if delete:
-        local_dirs = set(empty_dirs) | _parents(local)
+        local_dirs = set(empty_dirs) | parents(local)
         for key in sorted(remote_objects):
             if key == MANIFEST:
                 continue

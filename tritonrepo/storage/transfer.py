@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tritonrepo import progress
 from tritonrepo.errors import IntegrityError, StorageError
-from tritonrepo.repository.manifest import FORMAT, MANIFEST, file_digests, read_manifest, sha256_file
+from tritonrepo.repository.manifest import FORMAT, MANIFEST, file_digests, read_manifest
 from tritonrepo.source.resolve import cache_root
 from tritonrepo.stage_cache import FileDigests
 from tritonrepo.storage import sync
@@ -34,6 +34,7 @@ class TransferOptions:
     concurrency: int = 16
     delete: bool = False
     dry_run: bool = False
+    check_remote: bool = False  # push: list the prefix even when the remote manifest already matches
 
     def connection(self) -> Connection:
         return Connection(self.profile, self.region, self.endpoint_url, self.part_size, self.concurrency)
@@ -70,11 +71,12 @@ def _share_parts(store: S3Store, plan: sync.Plan, options: TransferOptions) -> N
 
 def _empty_dirs(root: Path) -> list[str]:
     """Folders with no files to upload; S3 drops them unless marked, and Triton needs empty version folders."""
-    return sorted(
-        d.relative_to(root).as_posix()
-        for d in root.rglob("*")
-        if d.is_dir() and "__pycache__" not in d.parts and all(c.name == "__pycache__" for c in d.iterdir())
-    )
+    empty = []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        subfolders[:] = [name for name in subfolders if name != "__pycache__"]
+        if not names and not subfolders and Path(folder) != root:
+            empty.append(Path(folder).relative_to(root).as_posix())
+    return sorted(empty)
 
 
 def _manifest_bytes(root: Path, files: sync.Files) -> bytes:
@@ -91,24 +93,26 @@ def _manifest_bytes(root: Path, files: sync.Files) -> bytes:
 
 
 def upload_one(store: S3Store, root: Path, path: str, entry: dict, callback: Callable[[int], None]) -> None:
-    store.upload_file(root / path, path, sha256=entry["sha256"], callback=callback)
+    store.upload(root / path, path, size=entry["size"], sha256=entry["sha256"], callback=callback)
 
 
-def download_one(store: S3Store, root: Path, path: str, entry: dict, callback: Callable[[int], None]) -> None:
+def download_one(
+    store: S3Store, root: Path, path: str, entry: dict, callback: Callable[[int], None], memo: FileDigests
+) -> None:
     """Into a temp file next to the target; renamed into place only once its sha256 matches the manifest."""
     target = safe_target(root, path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PART_SUFFIX, dir=target.parent)
     os.close(fd)
     try:
-        store.download_file(path, Path(temp), callback=callback)
-        digest = sha256_file(Path(temp))
+        digest = store.download(path, Path(temp), size=entry["size"], callback=callback)
         if digest != entry["sha256"]:
             raise IntegrityError(
                 f"{store.url.key(path)} has sha256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}...",
                 hint="The remote object changed after the push; push the repository again.",
             )
         os.replace(temp, target)
+        memo.remember(target, digest)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
@@ -131,8 +135,18 @@ def push(source: Path, destination: str | S3Url, options: TransferOptions = Tran
         empty_dirs = _empty_dirs(source)
     manifest = _manifest_bytes(source, local)
     store = S3Store(url, options.connection())
+    remote_raw = store.get_bytes(MANIFEST)
+
+    def summary(plan: sync.Plan):
+        seconds = time.monotonic() - started
+        return sync.summarize("push", str(source), str(url), plan, dry_run=options.dry_run, seconds=seconds)
+
+    if remote_raw == manifest and not options.delete and not options.check_remote:
+        # The manifest is written only after every file it lists, so an identical one means nothing is left to send.
+        # Listing a large prefix costs more than the whole no-op; --check-remote (or --delete) lists it anyway.
+        if all(store.exists(f"{d}/") for d in empty_dirs):
+            return summary(sync.Plan(skip=sorted(local), sizes={p: e["size"] for p, e in local.items()}))
     remote_objects = store.list()
-    remote_raw = store.get_bytes(MANIFEST) if MANIFEST in remote_objects else None
     try:
         manifest_files = sync.parse_remote_manifest(remote_raw, str(url)) if remote_raw is not None else {}
     except StorageError as error:
@@ -155,13 +169,11 @@ def push(source: Path, destination: str | S3Url, options: TransferOptions = Tran
             store.put_bytes(MANIFEST, manifest)
         if plan.delete:
             store.delete(plan.delete)
-    return sync.summarize(
-        "push", str(source), str(url), plan, dry_run=options.dry_run, seconds=time.monotonic() - started
-    )
+    return summary(plan)
 
 
-def _local_files(root: Path, remote: sync.Files) -> sync.Files:
-    """Every local file; hashed only where the size matches the manifest (a different size already means download)."""
+def _local_files(root: Path, remote: sync.Files, memo: FileDigests) -> sync.Files:
+    """Every local file; hashed (or its digest remembered) only where the size matches the manifest."""
     files: sync.Files = {}
     if not root.is_dir():
         return files
@@ -171,8 +183,16 @@ def _local_files(root: Path, remote: sync.Files) -> sync.Files:
             continue
         size = path.stat().st_size
         same_size = remote.get(relative, {}).get("size") == size
-        files[relative] = {"size": size, "sha256": sha256_file(path) if same_size else None}
+        files[relative] = {"size": size, "sha256": memo.of(path) if same_size else None}
     return files
+
+
+def _remove_empty_folders(root: Path, keep: set[str]) -> None:
+    """--delete: folders the remote has no file or marker under go too, deepest first."""
+    for folder in sorted((d for d in root.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+        relative = folder.relative_to(root).as_posix()
+        if relative not in keep and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def pull(source: str | S3Url, target: Path, options: TransferOptions = TransferOptions()):
@@ -189,8 +209,10 @@ def pull(source: str | S3Url, target: Path, options: TransferOptions = TransferO
     remote_dirs = [key.rstrip("/") for key in remote_objects if key.endswith("/")]
     for path in [*remote, *remote_dirs]:
         safe_target(target, path)  # refuse the whole pull before any write
+    # Digests of local files are remembered by size and mtime (as push does), so a no-op pull reads no file.
+    memo = FileDigests(cache_root() / "file-digests.json")
     with progress.step(f"Comparing with {target}"):
-        plan = sync.plan_pull(remote, remote_dirs, _local_files(target, remote), options.delete)
+        plan = sync.plan_pull(remote, remote_dirs, _local_files(target, remote, memo), options.delete)
     if not options.dry_run:
         target.mkdir(parents=True, exist_ok=True)
         for stale in target.rglob(f"*{PART_SUFFIX}"):
@@ -198,16 +220,25 @@ def pull(source: str | S3Url, target: Path, options: TransferOptions = TransferO
         for directory in plan.directories:
             safe_target(target, directory).mkdir(parents=True, exist_ok=True)
         _share_parts(store, plan, options)
-        with progress.bar(plan.bytes_to_move, f"pull {len(plan.transfer)} file(s)") as bar:
-            count = _byte_counter(bar)
-            _run_parallel(
-                lambda p: download_one(store, target, p, remote[p], count), plan.transfer, options.concurrency
-            )
+        try:
+            with progress.bar(plan.bytes_to_move, f"pull {len(plan.transfer)} file(s)") as bar:
+                count = _byte_counter(bar)
+                _run_parallel(
+                    lambda p: download_one(store, target, p, remote[p], count, memo),
+                    plan.transfer,
+                    options.concurrency,
+                )
+        finally:
+            memo.save()  # what did land is remembered, so a rerun after a failure does not hash it again
         for path in plan.delete:
             safe_target(target, path).unlink()
+        if options.delete:
+            _remove_empty_folders(target, set(remote_dirs) | sync.parents(remote))
         # Last, like push: a local manifest means the files it lists are all in place.
         if not (target / MANIFEST).is_file() or (target / MANIFEST).read_bytes() != raw:
             _write_bytes(target, raw)
+    else:
+        memo.save()
     return sync.summarize(
         "pull", str(url), str(target), plan, dry_run=options.dry_run, seconds=time.monotonic() - started
     )
