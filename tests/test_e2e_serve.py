@@ -9,63 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import free_port, reference_greedy
+from serve_support import Deployment, processes_using
 
 pytestmark = pytest.mark.e2e
 
 PROMPTS = ["Hello world", "The café in 東京 serves", "Ünïcödé 🙂 and"]
-
-
-def _processes_using(path: Path) -> list[str]:
-    """Command lines of live processes that mention `path` (tritonserver and its Python stubs all do)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if str(path) in command and state != "Z":
-                found.append(command)
-    return found
-
-
-class Deployment:
-    def __init__(self, repository: Path, log: Path):
-        self.repository = repository
-        self.http, self.grpc, self.metrics, self.openai = (free_port() for _ in range(4))
-        self.log = log
-        command = [
-            sys.executable, "-m", "tritonrepo.cli.main", "serve", str(repository),
-            "--http-port", str(self.http), "--grpc-port", str(self.grpc),
-            "--metrics-port", str(self.metrics), "--openai-port", str(self.openai),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-        self.started = time.monotonic()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.openai}/v1"
-
-    def wait_healthy(self, timeout: float = 300) -> float:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.openai}/health", timeout=2).status_code == 200:
-                    return time.monotonic() - self.started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"serve not healthy after {timeout}s:\n{self.log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +32,7 @@ def deployment(tmp_path_factory):
     yield deployment
     deployment.process.send_signal(signal.SIGTERM)
     assert deployment.process.wait(timeout=60) == 0, deployment.log.read_text()[-3000:]
-    assert not _processes_using(deployment.repository), "processes left behind"
+    assert not processes_using(deployment.repository), "processes left behind"
 
 
 # --- tritonclient helpers ------------------------------------------------------------------------------------------
@@ -425,9 +377,9 @@ def test_ctrl_c_stops_serve_and_tritonserver_cleanly(tmp_path):
     repository = build(BuildRequest(model="tiny-llama", output=tmp_path / "ctrl-c")).path
     second = Deployment(repository, tmp_path / "serve.log")
     second.wait_healthy()
-    assert len(_processes_using(repository)) >= 5  # tritonserver and a stub per Python model: the check can fail
+    assert len(processes_using(repository)) >= 5  # tritonserver and a stub per Python model: the check can fail
     second.process.send_signal(signal.SIGINT)
     assert second.process.wait(timeout=60) == 0
     output = second.log.read_text()
     assert output.rstrip().endswith("Stopped.") and "Traceback" not in output
-    assert not _processes_using(repository)
+    assert not processes_using(repository)

@@ -341,3 +341,86 @@ def test_status_for_triton_errors(code, message, status):
     from tritonrepo.frontend.triton_client import status_for
 
     assert status_for(code, message) == status
+
+
+# --- reasoning, min_tokens/ignore_eos, chat template override, llmapi inputs -----------------------------------------
+THOUGHT = [b"Let me ", b"think \xe6\x80", b"\x9d</th", b"ink>\n\nIt is ", b"\xe7\x8c\xab."]  # split chars and tag
+
+
+def test_chat_reasoning_split_whole_and_streamed_agree(tokenizer):
+    generator = ScriptedGenerator(THOUGHT)
+    serving = make_serving(tokenizer, generator, reasoning_parser="deepseek-r1")
+    whole = run(serving.chat(chat_request())).model_dump()["choices"][0]["message"]
+    assert whole == {"role": "assistant", "content": "\n\nIt is 猫.", "reasoning_content": "Let me think 思"}
+    events = run(collect(run(serving.chat(chat_request(stream=True)))))
+    deltas = [e["choices"][0]["delta"] for e in events[:-1] if e["choices"]]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == whole["reasoning_content"]
+    assert "".join(d.get("content", "") for d in deltas) == whole["content"]
+    assert not any("</" in d.get("reasoning_content", "") for d in deltas)  # the split tag never leaks
+
+
+def test_without_a_reasoning_parser_the_tags_stay_in_the_content(tokenizer):
+    message = run(make_serving(tokenizer, ScriptedGenerator(THOUGHT)).chat(chat_request())).model_dump()
+    assert message["choices"][0]["message"] == {"role": "assistant", "content": "Let me think 思</think>\n\nIt is 猫."}
+
+
+def test_ignore_eos_sends_min_tokens_equal_to_max_tokens(tokenizer):
+    generator = ScriptedGenerator(inputs={"text_input", "max_tokens", "stream", "min_length"})
+    run(make_serving(tokenizer, generator).chat(chat_request(max_tokens=7, ignore_eos=True)))
+    run(make_serving(tokenizer, generator).chat(chat_request(max_tokens=7, min_tokens=3)))
+    assert [params.min_tokens for _, params in generator.calls] == [7, 3]
+
+
+def test_min_tokens_on_a_model_without_that_input_or_above_max_tokens_is_400(tokenizer):
+    plain = make_serving(tokenizer, ScriptedGenerator(inputs={"text_input", "max_tokens", "stream"}))
+    assert expect_400(plain.chat(chat_request(ignore_eos=True))).param == "ignore_eos"
+    capable = make_serving(tokenizer, ScriptedGenerator(inputs={"text_input", "max_tokens", "stream", "min_tokens"}))
+    assert expect_400(capable.chat(chat_request(max_tokens=2, min_tokens=5))).param == "min_tokens"
+
+
+def test_chat_template_override_replaces_the_tokenizers(tokenizer):
+    generator = ScriptedGenerator()
+    template = "{% for m in messages %}<<{{ m['role'] }}:{{ m['content'] }}>>{% endfor %}ASSISTANT:"
+    run(make_serving(tokenizer, generator, chat_template=template).chat(chat_request()))
+    assert generator.calls[0][1].prompt == "<<user:hi>>ASSISTANT:"
+
+
+def test_a_model_reported_finish_reason_wins_over_the_length_guess(tokenizer):
+    from tritonrepo.frontend.triton_client import GeneratedChunk
+
+    class Reporting(ScriptedGenerator):
+        async def generate(self, model, request):
+            yield GeneratedChunk(b"short", num_tokens=1, finish_reason="length")
+
+    response = run(make_serving(tokenizer, Reporting()).chat(chat_request(max_tokens=50)))
+    assert response.choices[0].finish_reason == "length"
+
+
+def test_llmapi_model_inputs_and_its_cumulative_text():
+    from tritonrepo.frontend.triton_client import EntryModel, GeneratedChunk, build_inputs, new_text
+
+    llmapi = EntryModel(
+        input_types={
+            "text_input": "BYTES",
+            "streaming": "BOOL",
+            "sampling_param_max_tokens": "INT32",
+            "sampling_param_temperature": "FP32",
+            "sampling_param_seed": "UINT64",
+            "exclude_input_from_output": "BOOL",
+            "return_finish_reason": "BOOL",
+        },
+        batched=True,
+    )
+    params = GenerationParams(prompt="hi", max_tokens=9, temperature=0.5, seed=1, top_p=0.3)
+    assert set(sent(build_inputs(llmapi, params))) == {
+        "text_input",
+        "streaming",
+        "sampling_param_max_tokens",
+        "sampling_param_temperature",
+        "sampling_param_seed",
+        "exclude_input_from_output",
+        "return_finish_reason",
+    }
+    assert llmapi.cumulative_text and not entry_model().cumulative_text
+    assert new_text(GeneratedChunk(b"Hello wor"), b"Hello").text_bytes == b" wor"
+    assert new_text(GeneratedChunk(b"other"), b"Hello").text_bytes == b"other"

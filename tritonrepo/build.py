@@ -29,7 +29,7 @@ from tritonrepo.repository.params import (
 from tritonrepo.repository.render import render_repository, templates_root
 from tritonrepo.repository.validate import check_repository
 from tritonrepo.repository.writer import place_files, staged_directory, write_rendered
-from tritonrepo.source.catalog import ModelFacts
+from tritonrepo.source.catalog import ModelFacts, reasoning_parser
 from tritonrepo.source.resolve import CHECKPOINT_FILES, TOKENIZER_FILES, ModelSource, cache_root, resolve_model
 from tritonrepo.stage_cache import FileDigests, StageCache, digest
 from tritonrepo.trtllm.adapter import InstalledTensorRTLLM, TensorRTLLM
@@ -204,6 +204,7 @@ def _manifest(
         "created": now_utc(),
         "tool": {"name": "tritonrepo", "version": __version__},
         "model": {"name": source.name, "source": source.kind, "id": source.id, "revision": source.revision},
+        "reasoning_parser": reasoning_parser(source.name, source.id),
         "runtime": plan.runtime,
         "runtime_reason": plan.reason,
         "entry_points": list(ENTRY_POINTS),

@@ -177,6 +177,29 @@ def validate(repository: Path) -> None:
 @click.option("--endpoint-url", help="s3:// only: an S3-compatible endpoint (MinIO, Ceph, ...).")
 @click.option("--profile", help="s3:// only: AWS profile.")
 @click.option("--region", help="s3:// only: AWS region.")
+@click.option(
+    "--api-key",
+    help="Require `Authorization: Bearer KEY` on /v1 (comma-separated for several) [default: $TRITONREPO_API_KEY].",
+)
+@click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browsers from this origin (repeatable).")
+@click.option("--max-request-bytes", type=click.IntRange(min=1024), default=8 << 20, show_default=True)
+@click.option(
+    "--max-concurrent-requests", type=click.IntRange(min=1), default=256, show_default=True, help="Generations at once."
+)
+@click.option("--max-queued-requests", type=click.IntRange(min=0), default=1024, show_default=True, help="Beyond: 429.")
+@click.option("--queue-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="Seconds.")
+@click.option(
+    "--reasoning-parser",
+    type=click.Choice(["auto", "deepseek-r1", "none"]),
+    default="auto",
+    show_default=True,
+    help="Return DeepSeek-R1 thinking as reasoning_content; auto: on for DeepSeek-R1 and its distills.",
+)
+@click.option(
+    "--chat-template",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A Jinja chat template replacing the tokenizer's.",
+)
 @_handle_errors
 def serve(
     repository,
@@ -193,9 +216,30 @@ def serve(
     endpoint_url,
     profile,
     region,
+    api_key,
+    cors_origins,
+    max_request_bytes,
+    max_concurrent_requests,
+    max_queued_requests,
+    queue_timeout,
+    reasoning_parser,
+    chat_template,
 ):
     """Start tritonserver on REPOSITORY (a folder or s3://bucket/prefix) and the OpenAI endpoint; Ctrl-C stops both."""
+    from tritonrepo.frontend.admission import api_keys_from
+    from tritonrepo.frontend.policy import FrontendPolicy
     from tritonrepo.serving.launch import ServeOptions, default_repository, serve_repository
+
+    policy = FrontendPolicy(
+        api_keys=api_keys_from(api_key),
+        cors_origins=tuple(cors_origins),
+        max_body_bytes=max_request_bytes,
+        max_in_flight=max_concurrent_requests,
+        max_queued=max_queued_requests,
+        queue_timeout_s=queue_timeout,
+        reasoning_parser=reasoning_parser,
+        chat_template=chat_template,
+    )
 
     serve_repository(
         ServeOptions(
@@ -213,6 +257,7 @@ def serve(
             s3_profile=profile,
             s3_region=region,
             s3_endpoint_url=endpoint_url,
+            frontend=policy,
         )
     )
 

@@ -8,13 +8,14 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ServerError
 from ..repository.manifest import MANIFEST
 from ..repository.params import ENTRY_POINTS
+from .policy import FrontendPolicy
 from .serving import ModelLimits, OpenAIServing, ServedModels
 from .triton_client import TextGenerator, TritonGrpcGenerator
 
@@ -32,12 +33,14 @@ class FrontendSettings:
     port: int = 9000
     served_model_name: str | None = None  # replaces the manifest's model name as the alias
     graceful_shutdown_s: float = 5.0  # open streams get this long after SIGTERM, then they are cancelled
+    policy: FrontendPolicy = FrontendPolicy()
 
 
 @dataclass(frozen=True)
 class RepositoryInfo:
     models: ServedModels
     tokenizer_dir: Path
+    manifest: dict[str, Any] = field(default_factory=dict)  # empty for repositories made elsewhere
 
 
 # --- what the repository serves ------------------------------------------------------------------------------------
@@ -87,7 +90,7 @@ def _from_manifest(root: Path, manifest: dict[str, Any], override: str | None) -
     tokenizer_dir = manifest.get("tokenizer_dir")
     if not tokenizer_dir:
         raise ServerError(f"{root / MANIFEST} has no tokenizer_dir.")
-    return RepositoryInfo(models=models, tokenizer_dir=_existing_dir(root, tokenizer_dir))
+    return RepositoryInfo(models=models, tokenizer_dir=_existing_dir(root, tokenizer_dir), manifest=manifest)
 
 
 def _from_layout(root: Path, override: str | None) -> RepositoryInfo:
@@ -138,12 +141,15 @@ def build_app(settings: FrontendSettings, generator: TextGenerator | None = None
     """The FastAPI app with its state built once; `generator` replaces the Triton client (tests)."""
     from fastapi import FastAPI
 
+    from .metrics import FrontendMetrics, metrics_endpoint
     from .router import install_error_handlers, router
 
     info = load_repository_info(settings.repository, settings.served_model_name)
     tokenizer = load_tokenizer(info.tokenizer_dir)
     if generator is None:
         generator = TritonGrpcGenerator(settings.triton_grpc_url, ready_models=info.models.entry_points)
+    policy = settings.policy
+    metrics = FrontendMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -155,10 +161,49 @@ def build_app(settings: FrontendSettings, generator: TextGenerator | None = None
     app = FastAPI(title="tritonrepo OpenAI-compatible front end", lifespan=lifespan)
     app.state.settings = settings
     app.state.generator = generator
-    app.state.serving = OpenAIServing(generator, info.models, tokenizer)
+    app.state.metrics = metrics
+    app.state.serving = OpenAIServing(
+        generator,
+        info.models,
+        tokenizer,
+        reasoning_parser=policy.resolved_reasoning_parser(info.manifest),
+        chat_template=policy.chat_template_text(),
+        metrics=metrics,
+    )
     app.include_router(router)
+    app.add_api_route("/metrics", metrics_endpoint(metrics), methods=["GET"], include_in_schema=False)
     install_error_handlers(app)
     return app
+
+
+def build_asgi(settings: FrontendSettings, generator: TextGenerator | None = None) -> tuple[Any, FastAPI]:
+    """The app wrapped for serving: metrics (outermost, so rejections count), CORS, then admission (body size,
+    API key, concurrency). Returns (what uvicorn runs, the FastAPI app inside)."""
+    from .admission import admission_stack
+    from .metrics import MetricsMiddleware
+
+    app = build_app(settings, generator)
+    policy = settings.policy
+    stack = admission_stack(
+        app,
+        api_keys=policy.api_keys,
+        max_body_bytes=policy.max_body_bytes,
+        max_in_flight=policy.max_in_flight,
+        max_queued=policy.max_queued,
+        queue_timeout_s=policy.queue_timeout_s,
+    )
+    app.state.metrics.set_queue_source(lambda: stack.concurrency.queued)
+    wrapped: Any = stack.app
+    if policy.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        wrapped = CORSMiddleware(
+            wrapped,
+            allow_origins=list(policy.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return MetricsMiddleware(wrapped, app.state.metrics), app
 
 
 def run(settings: FrontendSettings, *, should_exit: Callable[[], bool] | None = None) -> None:
@@ -168,9 +213,9 @@ def run(settings: FrontendSettings, *, should_exit: Callable[[], bool] | None = 
     """
     import uvicorn
 
-    app = build_app(settings)
+    asgi, app = build_asgi(settings)
     config = uvicorn.Config(
-        app,
+        asgi,
         host=settings.host,
         port=settings.port,
         log_level="warning",

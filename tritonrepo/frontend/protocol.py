@@ -60,6 +60,8 @@ class _SamplingRequest(_Request):
     n: int = Field(1, ge=1)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    min_tokens: int | None = Field(None, ge=0)  # extension (vLLM, TensorRT-LLM): no end token before this many
+    ignore_eos: bool = False  # extension (vLLM, TensorRT-LLM): generate max_tokens whatever the model says
     user: str | None = None
 
     def stop_strings(self) -> list[str]:
@@ -113,9 +115,20 @@ class UsageInfo(BaseModel):
     total_tokens: int
 
 
-class AssistantMessage(BaseModel):
+class _WithoutNullReasoning(BaseModel):
+    @model_serializer(mode="wrap")
+    def _reasoning_only_when_set(self, handler: Any) -> dict[str, Any]:
+        # reasoning_content is an extension (vLLM, trtllm-serve); responses of models that do not reason omit it.
+        data = handler(self)
+        if data.get("reasoning_content") is None:
+            data.pop("reasoning_content", None)
+        return data
+
+
+class AssistantMessage(_WithoutNullReasoning):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    reasoning_content: str | None = None
 
 
 class ChatChoice(BaseModel):
@@ -137,6 +150,7 @@ class ChatCompletionResponse(BaseModel):
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
 
     @model_serializer(mode="wrap")
     def _without_nulls(self, handler: Any) -> dict[str, Any]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -29,8 +30,12 @@ from .protocol import (
     ModelList,
     UsageInfo,
 )
+from .reasoning import Split, split_whole, splitter_for
 from .text import IncrementalText, StopStringMatcher
 from .triton_client import GenerationError, GenerationParams, TextGenerator, input_for
+
+if TYPE_CHECKING:
+    from .metrics import FrontendMetrics
 
 DEFAULT_MAX_TOKENS_CAP = 2048  # max_tokens when the request gives none: the room left, but at most this
 DONE_EVENT = "data: [DONE]\n\n"
@@ -116,6 +121,7 @@ class _Job:
 class _Outcome:
     completion_tokens: int = 0
     finish_reason: str = "stop"
+    reported_reason: str | None = None  # the model's own finish reason, when it gives one
 
     def usage(self, prompt_tokens: int) -> UsageInfo:
         return UsageInfo(
@@ -135,11 +141,18 @@ class OpenAIServing:
         tokenizer: Any,
         *,
         max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP,
+        reasoning_parser: str | None = None,
+        chat_template: str | None = None,
+        metrics: FrontendMetrics | None = None,
     ) -> None:
         self.generator = generator
         self.models = models
         self.tokenizer = tokenizer
         self.max_tokens_cap = max_tokens_cap
+        splitter_for(reasoning_parser)  # an unknown parser name fails here, at start-up
+        self.reasoning_parser = reasoning_parser
+        self.chat_template = chat_template  # replaces the tokenizer's own (--chat-template)
+        self.metrics = metrics
 
     async def list_models(self) -> ModelList:
         created = int(time.time())
@@ -162,21 +175,30 @@ class OpenAIServing:
                 job,
                 ChatCompletionChunk,
                 opening=ChatChunkChoice(delta=DeltaMessage(role="assistant", content=""), finish_reason=None),
-                piece=lambda text: ChatChunkChoice(delta=DeltaMessage(content=text), finish_reason=None),
+                piece=lambda split: ChatChunkChoice(
+                    delta=DeltaMessage(reasoning_content=split.reasoning or None, content=split.content or None)
+                ),
                 final=lambda reason: ChatChunkChoice(delta=DeltaMessage(), finish_reason=reason),
+                reasoning_parser=self.reasoning_parser,
             )
         outcome = _Outcome()
-        content = "".join([piece async for piece in self._texts(job, outcome)])
+        text = "".join([piece async for piece in self._texts(job, outcome)])
+        split = split_whole(self.reasoning_parser, text)
+        message = (
+            AssistantMessage(content=split.content, reasoning_content=split.reasoning)
+            if self.reasoning_parser not in (None, "none")
+            else AssistantMessage(content=text)
+        )
         return ChatCompletionResponse(
             id=job.request_id,
             created=job.created,
             model=job.model_name,
-            choices=[ChatChoice(message=AssistantMessage(content=content), finish_reason=outcome.finish_reason)],
+            choices=[ChatChoice(message=message, finish_reason=outcome.finish_reason)],
             usage=outcome.usage(job.prompt_tokens),
         )
 
     def _chat_prompt(self, request: ChatCompletionRequest) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
+        if not (self.chat_template or getattr(self.tokenizer, "chat_template", None)):
             raise OpenAIError(
                 400, "This model's tokenizer has no chat template; use /v1/completions instead.", param="messages"
             )
@@ -184,17 +206,26 @@ class OpenAIServing:
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages
         ]
         try:
-            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            prompt = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False, chat_template=self.chat_template
+            )
         except Exception as exc:  # jinja raises for conversations the template refuses (e.g. no system role)
             raise OpenAIError(400, f"The chat template rejected these messages: {exc}", param="messages") from exc
         return prompt
 
     # --- streams ---------------------------------------------------------------------------------------------------
     async def _stream(
-        self, job: _Job, chunk_type: Any, opening: Any, piece: Callable[[str], Any], final: Callable[[str], Any]
+        self,
+        job: _Job,
+        chunk_type: Any,
+        opening: Any,
+        piece: Callable[[Split], Any],
+        final: Callable[[str], Any],
+        reasoning_parser: str | None = None,
     ) -> AsyncIterator[str]:
-        """SSE events for chat and completions alike: an optional opening choice, one per text piece, the finish
-        reason, the usage chunk when asked for (stream_options.include_usage), then [DONE]."""
+        """SSE events for chat and completions alike: an optional opening choice, one per text piece (split into
+        reasoning and answer when a parser is set), the finish reason, the usage chunk when asked for
+        (stream_options.include_usage), then [DONE]."""
 
         def event(choices: list[Any], **extra: Any) -> str:
             return sse_event(
@@ -202,10 +233,15 @@ class OpenAIServing:
             )
 
         outcome = _Outcome()
+        splitter = splitter_for(reasoning_parser)
         if opening is not None:
             yield event([opening])
         async for text in self._texts(job, outcome):
-            yield event([piece(text)])
+            split = splitter.feed(text) if splitter is not None else Split(content=text)
+            if split:
+                yield event([piece(split)])
+        if splitter is not None and (rest := splitter.finish()):
+            yield event([piece(rest)])
         yield event([final(outcome.finish_reason)])
         if job.include_usage:
             yield event([], usage=outcome.usage(job.prompt_tokens))
@@ -222,7 +258,7 @@ class OpenAIServing:
                 job,
                 CompletionChunk,
                 opening=CompletionChoice(text=echoed, finish_reason=None) if echoed else None,
-                piece=lambda text: CompletionChoice(text=text, finish_reason=None),
+                piece=lambda split: CompletionChoice(text=split.content, finish_reason=None),
                 final=lambda reason: CompletionChoice(text="", finish_reason=reason),
             )
         outcome = _Outcome()
@@ -253,6 +289,14 @@ class OpenAIServing:
         except GenerationError as exc:
             raise OpenAIError.from_generation(exc) from exc
         self._check_supported(request, declared, entry_point)
+        min_tokens = max_tokens if request.ignore_eos else request.min_tokens
+        if min_tokens and input_for("min_tokens", declared) is None:
+            param = "ignore_eos" if request.ignore_eos else "min_tokens"
+            raise OpenAIError(400, f"{param} is not supported by the model {entry_point!r}.", param=param)
+        if min_tokens and min_tokens > max_tokens:
+            raise OpenAIError(
+                400, f"min_tokens ({min_tokens}) is larger than max_tokens ({max_tokens}).", param="min_tokens"
+            )
         params = GenerationParams(
             prompt=prompt,
             max_tokens=max_tokens,
@@ -262,6 +306,7 @@ class OpenAIServing:
             seed=request.seed,
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
+            min_tokens=min_tokens,
             stop=tuple(request.stop_strings()),
             stream=request.stream,
         )
@@ -326,27 +371,40 @@ class OpenAIServing:
         matcher = StopStringMatcher(job.params.stop)
         raw = bytearray()
         counts: list[int | None] = []
+        observer = self.metrics.generation(job.model_name) if self.metrics is not None else None
+        cancelled = False
         try:
             # aclosing: leaving early (stop string, client gone) closes the generator, which cancels the request.
             async with contextlib.aclosing(self.generator.generate(job.entry_point, job.params)) as chunks:
                 async for chunk in chunks:
                     raw += chunk.text_bytes
                     counts.append(chunk.num_tokens)
+                    outcome.reported_reason = chunk.finish_reason or outcome.reported_reason
+                    if observer is not None:
+                        observer.chunk(chunk.num_tokens or 1)
                     text, matched = matcher.feed(decoder.feed(chunk.text_bytes))
                     if text:
                         yield text
                     if matched:
                         break
+            if not matcher.matched:
+                text, _ = matcher.feed(decoder.finish())
+                tail = text + matcher.finish()
+                if tail:
+                    yield tail
         except GenerationError as exc:
             raise OpenAIError.from_generation(exc) from exc
-        if not matcher.matched:
-            text, _ = matcher.feed(decoder.finish())
-            tail = text + matcher.finish()
-            if tail:
-                yield tail
-        outcome.completion_tokens = self._completion_tokens(raw, counts)
+        except (GeneratorExit, asyncio.CancelledError):
+            cancelled = True  # the consumer stopped reading: the client went away or the server is stopping
+            raise
+        finally:
+            outcome.completion_tokens = self._completion_tokens(raw, counts)
+            if observer is not None:
+                observer.finish(job.prompt_tokens, outcome.completion_tokens, cancelled=cancelled)
         if matcher.matched:
             outcome.finish_reason = "stop"
+        elif outcome.reported_reason is not None:
+            outcome.finish_reason = outcome.reported_reason
         else:
             # The end token is not part of the output, so reaching max_tokens is the only sign of truncation.
             outcome.finish_reason = "length" if outcome.completion_tokens >= job.params.max_tokens else "stop"

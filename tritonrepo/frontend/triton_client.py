@@ -28,6 +28,7 @@ class GenerationParams:
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    min_tokens: int | None = None
     stop: tuple[str, ...] = ()
     stream: bool = True
 
@@ -38,6 +39,7 @@ class GeneratedChunk:
 
     text_bytes: bytes
     num_tokens: int | None = None
+    finish_reason: str | None = None  # when the model reports it (the llmapi model's finish_reason output)
 
 
 class GenerationError(Exception):
@@ -60,15 +62,19 @@ class TextGenerator(Protocol):
 
 
 # --- request building (pure apart from tritonclient's tensor classes) ------------------------------------------------
-# A request field -> the entry-model inputs that can carry it; the first one the model declares is used.
+# A request field -> the entry-model inputs that can carry it; the first one the model declares is used. The names
+# cover our models, upstream's ensemble/BLS (older and newer spellings) and the llmapi model (sampling_param_*).
 _FIELD_INPUTS: dict[str, tuple[str, ...]] = {
-    "max_tokens": ("max_tokens",),
-    "temperature": ("temperature",),
-    "top_p": ("top_p",),
-    "top_k": ("top_k",),
-    "seed": ("random_seed", "seed"),
-    "presence_penalty": ("presence_penalty",),
-    "frequency_penalty": ("frequency_penalty",),
+    "max_tokens": ("max_tokens", "sampling_param_max_tokens"),
+    "temperature": ("temperature", "sampling_param_temperature"),
+    "top_p": ("top_p", "sampling_param_top_p"),
+    "top_k": ("top_k", "sampling_param_top_k"),
+    "seed": ("random_seed", "seed", "sampling_param_seed"),
+    "presence_penalty": ("presence_penalty", "sampling_param_presence_penalty"),
+    "frequency_penalty": ("frequency_penalty", "sampling_param_frequency_penalty"),
+    "min_tokens": ("min_tokens", "min_length", "sampling_param_min_tokens"),
+    "stream": ("stream", "streaming"),
+    "exclude_input": ("exclude_input_in_output", "exclude_input_from_output"),
 }
 
 
@@ -97,6 +103,11 @@ class EntryModel:
             types[tensor.name] = "BYTES" if name == "STRING" else name
         return cls(input_types=types, batched=config.max_batch_size > 0)
 
+    @property
+    def cumulative_text(self) -> bool:
+        """The llmapi model streams the whole text so far in each response, not only what is new."""
+        return "sampling_param_max_tokens" in self.input_types
+
 
 def sampling_values(params: GenerationParams, declared: set[str]) -> dict[str, Any]:
     """Request fields with a value, keyed by field name."""
@@ -108,6 +119,7 @@ def sampling_values(params: GenerationParams, declared: set[str]) -> dict[str, A
         "seed": params.seed,
         "presence_penalty": params.presence_penalty,
         "frequency_penalty": params.frequency_penalty,
+        "min_tokens": params.min_tokens or None,
     }
     if params.temperature == 0 and "top_k" in declared:
         # OpenAI's temperature 0 means greedy; TensorRT-LLM and HF sampling reject 0, and top_k=1 is greedy there.
@@ -124,10 +136,13 @@ def build_inputs(model: EntryModel, params: GenerationParams) -> list[InferInput
         name = input_for(field, declared)
         if name is not None:
             values[name] = value
-    values["stream"] = params.stream
-    values["exclude_input_in_output"] = True  # the prompt must not come back as part of the completion
+    for field, value in (("stream", params.stream), ("exclude_input", True)):  # the prompt must not come back
+        if (name := input_for(field, declared)) is not None:
+            values[name] = value
     values["return_num_output_tokens"] = True  # Triton's own OpenAI front end asks for token counts this way
+    values["return_finish_reason"] = True  # the llmapi model says why it stopped when asked
     if params.stop:
+        # Stop strings are also matched by the front end, so models without this input still stop at them.
         values["stop_words"] = [stop.encode() for stop in params.stop]
     return [_tensor(model, name, value) for name, value in values.items() if name in declared]
 
@@ -160,7 +175,19 @@ def parse_result(result: InferResult) -> tuple[GeneratedChunk | None, bool]:
     num_tokens = None
     if "num_output_tokens" in declared:
         num_tokens = int(result.as_numpy("num_output_tokens").sum())
-    return GeneratedChunk(text_bytes=data, num_tokens=num_tokens), final
+    finish_reason = None
+    if "finish_reason" in declared:
+        reason = result.as_numpy("finish_reason").reshape(-1)
+        value = reason[0].decode() if len(reason) and isinstance(reason[0], bytes) else None
+        finish_reason = value if value in ("stop", "length") else None
+    return GeneratedChunk(text_bytes=data, num_tokens=num_tokens, finish_reason=finish_reason), final
+
+
+def new_text(chunk: GeneratedChunk, sent: bytes) -> GeneratedChunk:
+    """For models that stream the whole text so far: the part not sent yet (all of it, if it does not extend)."""
+    if chunk.text_bytes.startswith(sent):
+        return dataclasses.replace(chunk, text_bytes=chunk.text_bytes[len(sent) :])
+    return chunk
 
 
 _BAD_REQUEST_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"}
@@ -308,12 +335,16 @@ class TritonGrpcGenerator:
 
         responses = self._grpc().stream_infer(one_request())
         finished = False
+        sent = b""
         try:
             async for result, error in responses:
                 if error is not None:
                     raise translate_error(error, model)
                 chunk, final = parse_result(result)
-                if chunk is not None and (chunk.text_bytes or chunk.num_tokens):
+                if chunk is not None and entry.cumulative_text:
+                    whole = chunk.text_bytes
+                    chunk, sent = new_text(chunk, sent), whole
+                if chunk is not None and (chunk.text_bytes or chunk.num_tokens or chunk.finish_reason):
                     yield chunk
                 if final:
                     break

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tritonrepo import progress
 from tritonrepo.errors import PortInUseError, ServerError
+from tritonrepo.frontend.policy import FrontendPolicy
 from tritonrepo.repository.manifest import MANIFEST, read_manifest
 from tritonrepo.serving.tritonserver import TritonServer, check_stub_environment, find_tritonserver, port_is_free
 
@@ -32,6 +33,7 @@ class ServeOptions:
     s3_profile: str | None = None
     s3_region: str | None = None
     s3_endpoint_url: str | None = None
+    frontend: FrontendPolicy = FrontendPolicy()
 
 
 def default_repository(build_root: Path = DEFAULT_BUILD_ROOT) -> Path:
@@ -165,11 +167,16 @@ def _run_frontend(options: ServeOptions, repository: Path, server: TritonServer)
         host=options.host,
         port=options.openai_port,
         served_model_name=options.served_model_name,
+        policy=options.frontend,
     )
     manifest = read_manifest(repository) or {}
     name = options.served_model_name or manifest.get("model", {}).get("name") or "ensemble"
+    policy = options.frontend
+    notes = [f"model {name!r}", "API key required" if policy.api_keys else "no API key"]
+    if reasoning := policy.resolved_reasoning_parser(manifest):
+        notes.append(f"reasoning parser {reasoning}")
     progress.say(
-        f"OpenAI endpoint: http://{options.host}:{options.openai_port}/v1  (model {name!r}).  Ctrl-C stops both."
+        f"OpenAI endpoint: http://{options.host}:{options.openai_port}/v1  ({', '.join(notes)}).  Ctrl-C stops both."
     )
     run(settings, should_exit=lambda: server.returncode is not None)
     if server.returncode is not None:

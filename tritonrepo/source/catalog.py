@@ -175,3 +175,15 @@ def lookup(name: str) -> CatalogEntry | None:
 
 def names() -> list[str]:
     return [entry.name for entry in CATALOG]
+
+
+def reasoning_parser(name: str, model_id: str | None = None) -> str | None:
+    """The reasoning parser the front end turns on for a model: DeepSeek-R1 and its distills think in <think> tags."""
+    for key in (name, model_id):
+        entry = lookup(key) if key else None
+        if entry is not None:
+            return "deepseek-r1" if entry.reasoning else None
+    if name == "scripted-llama":  # the embedded test model scripted to think, then answer
+        return "deepseek-r1"
+    # A checkpoint the catalog does not know (a fine-tune, a local copy): its name is the best evidence we have.
+    return "deepseek-r1" if any(k and "deepseek-r1" in k.lower() for k in (name, model_id)) else None

@@ -12,7 +12,7 @@ from tritonrepo import __version__, progress
 from tritonrepo.errors import ModelDownloadError, ModelNotFoundError, UnsupportedModelError
 from tritonrepo.source.catalog import ModelFacts, lookup
 
-EMBEDDED_MODELS = ("tiny-llama",)
+EMBEDDED_MODELS = ("tiny-llama", "scripted-llama")  # built locally; scripted-llama thinks, then answers
 # The files a build takes from a checkpoint, by glob; downloads fetch exactly these (never *.bin/*.pth duplicates).
 CHECKPOINT_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json")
 TOKENIZER_FILES = (
@@ -79,12 +79,13 @@ def resolve_model(
 
 
 def _embedded(name: str) -> ModelSource:
+    from tritonrepo.source.scripted_llama import create_scripted_llama
     from tritonrepo.source.tiny_llama import create_tiny_llama
 
     target = cache_root() / "models" / f"{name}-{__version__}"
     if not (target / "config.json").is_file():
         progress.say(f"    creating the embedded model {name} in {target}")
-        create_tiny_llama(target)
+        (create_scripted_llama if name == "scripted-llama" else create_tiny_llama)(target)
     return ModelSource(name=name, kind="embedded", id=name, revision=__version__, path=target)
 
 

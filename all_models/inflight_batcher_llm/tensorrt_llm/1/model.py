@@ -54,11 +54,42 @@ def _outputs(tokens, log_probs, cum_log_prob):
     )
 
 
+class _Counters:
+    """The runtime's own Prometheus counters on Triton's metrics port: how requests ended, tokens generated.
+    They show from outside whether a cancelled request really stopped generating."""
+
+    def __init__(self):
+        requests = pb_utils.MetricFamily(
+            name="tritonrepo_runtime_requests_total",
+            description="Requests the runtime finished, by outcome (completed, cancelled, error)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        tokens = pb_utils.MetricFamily(
+            name="tritonrepo_runtime_generated_tokens_total",
+            description="Tokens the runtime generated, cancelled requests included",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.outcomes = {
+            name: requests.Metric(labels={"outcome": name}) for name in ("completed", "cancelled", "error")
+        }
+        self.tokens = tokens.Metric(labels={})
+        self._families = (requests, tokens)  # metrics live only as long as their family
+
+    def ended(self, outcome, generated_tokens):
+        self.outcomes[outcome].increment(1)
+        self.tokens.increment(generated_tokens)
+
+
+class _NoCounters:
+    def ended(self, outcome, generated_tokens):
+        pass
+
+
 class _Reply:
     """Delivers one request's results: streamed per step, or all at once at the end."""
 
-    def __init__(self, request, sender, streaming, prompt_ids, exclude_input):
-        self.request, self.sender, self.streaming = request, sender, streaming
+    def __init__(self, request, sender, streaming, prompt_ids, exclude_input, counters):
+        self.request, self.sender, self.streaming, self.counters = request, sender, streaming, counters
         self.echo = [] if exclude_input or streaming else list(prompt_ids)
         self.log_probs = []
         self.response = None  # non-decoupled mode: what execute() returns
@@ -81,12 +112,15 @@ class _Reply:
                 )
             )
         if result.finished:
+            self.counters.ended("completed", len(sequence.output_ids))
             self.done.set()
 
     def on_error(self, sequence, error):
+        self.counters.ended("error", len(sequence.output_ids))
         self._finish(error_response(f"tensorrt_llm (hf runtime): {error}"))
 
     def on_cancel(self, sequence):
+        self.counters.ended("cancelled", len(sequence.output_ids))
         pb_utils.Logger.log_info(f"hf runtime: request cancelled after {len(sequence.output_ids)} tokens")
         if self.sender is not None:
             self.sender.send(flags=FINAL)
@@ -116,6 +150,11 @@ class TritonPythonModel:
             max_num_sequences=int(params.get("max_num_sequences", "8") or 8),
         )
         self.engine.start()
+        try:
+            self.counters = _Counters()
+        except Exception as error:  # metrics switched off in tritonserver: serve without the counters
+            pb_utils.Logger.log_warn(f"hf runtime: no runtime counters ({error})")
+            self.counters = _NoCounters()
         pb_utils.Logger.log_info(
             f"hf runtime: {self.engine.model.config.architectures} on {self.engine.device} ({self.engine.dtype}), "
             f"max_seq_len {self.engine.max_seq_len}, {self.engine.max_num_sequences} sequences in flight"
@@ -181,7 +220,7 @@ class TritonPythonModel:
         self.engine.check(len(prompt_ids), params)
         streaming = self.decoupled and input_scalar(request, "streaming", False, bool)
         exclude = input_scalar(request, "exclude_input_in_output", self.exclude_input_default, bool)
-        reply = _Reply(request, sender, streaming, prompt_ids, exclude)
+        reply = _Reply(request, sender, streaming, prompt_ids, exclude, self.counters)
         sequence = Sequence(
             prompt_ids=prompt_ids,
             params=params,

@@ -1,0 +1,61 @@
+"""`tritonrepo serve` as a child process for end-to-end tests: start, wait until healthy, find leftovers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import free_port
+
+
+def processes_using(path: Path) -> list[str]:
+    """Command lines of live processes that mention `path` (tritonserver and its Python stubs all do)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if str(path) in command and state != "Z":
+                found.append(command)
+    return found
+
+
+class Deployment:
+    def __init__(self, repository: Path, log: Path, *extra_args: str, env: dict | None = None):
+        self.repository = repository
+        self.http, self.grpc, self.metrics, self.openai = (free_port() for _ in range(4))
+        self.log = log
+        command = [
+            sys.executable, "-m", "tritonrepo.cli.main", "serve", str(repository),
+            "--http-port", str(self.http), "--grpc-port", str(self.grpc),
+            "--metrics-port", str(self.metrics), "--openai-port", str(self.openai), *extra_args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        self.started = time.monotonic()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.openai}/v1"
+
+    def wait_healthy(self, timeout: float = 300) -> float:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.openai}/health", timeout=2).status_code == 200:
+                    return time.monotonic() - self.started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"serve not healthy after {timeout}s:\n{self.log.read_text()[-3000:]}")

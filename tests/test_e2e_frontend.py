@@ -1,0 +1,230 @@
+"""End to end through the real tritonserver with the scripted model (its greedy output is known by construction):
+reasoning split, known completions, ignore_eos/min_tokens, API keys, body and concurrency limits, metrics and
+cancellation seen in the runtime's own counters."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import httpx
+import pytest
+from serve_support import Deployment, processes_using
+
+from tritonrepo.source.scripted_llama import COMPLETION_PROMPT, DEFAULT_SCRIPT, expected_reasoning_and_answer
+
+pytestmark = pytest.mark.e2e
+
+KEY = "e2e-secret-key-123"
+REASONING, ANSWER = expected_reasoning_and_answer(DEFAULT_SCRIPT)
+MESSAGES = [{"role": "user", "content": "What does 猫 mean?"}]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    from tritonrepo.build import BuildRequest, build
+
+    root = tmp_path_factory.mktemp("e2e-frontend")
+    repository = build(BuildRequest(model="scripted-llama", output=root / "scripted-llama")).path
+    deployment = Deployment(
+        repository,
+        root / "serve.log",
+        "--max-concurrent-requests", "2", "--max-queued-requests", "0",
+        "--max-request-bytes", "65536", "--cors-origin", "http://allowed.example",
+        env={"TRITONREPO_API_KEY": KEY},
+    )  # fmt: skip
+    deployment.wait_healthy()
+    yield deployment
+    deployment.process.send_signal(signal.SIGTERM)
+    assert deployment.process.wait(timeout=60) == 0, deployment.log.read_text()[-3000:]
+    assert KEY not in deployment.log.read_text()  # the key is never logged
+    assert not processes_using(deployment.repository), "processes left behind"
+
+
+@pytest.fixture(scope="module")
+def client(deployment):
+    from openai import OpenAI
+
+    return OpenAI(base_url=deployment.base_url, api_key=KEY, max_retries=0)
+
+
+def _post(deployment, path: str, body: dict, key: str | None = KEY, **kwargs) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{deployment.base_url}{path}", json=body, headers=headers, timeout=60, **kwargs)
+
+
+def _sample(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                total += sample.value
+    return total
+
+
+# --- reasoning -----------------------------------------------------------------------------------------------------
+def test_chat_splits_reasoning_from_the_answer(client):
+    response = client.chat.completions.create(model="scripted-llama", messages=MESSAGES, max_tokens=200)
+    message = response.choices[0].message
+    assert message.reasoning_content == REASONING and "猫" in REASONING and "🙂" in REASONING
+    assert message.content == ANSWER and "✨" in ANSWER
+    assert response.choices[0].finish_reason == "stop"
+
+
+def test_streamed_reasoning_and_content_deltas_add_up_to_the_same_split(client):
+    stream = client.chat.completions.create(
+        model="scripted-llama",
+        messages=MESSAGES,
+        max_tokens=200,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    reasoning, content, reasons, usage = [], [], [], None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            delta = choice.delta.model_dump()
+            reasoning.append(delta.get("reasoning_content") or "")
+            content.append(delta.get("content") or "")
+            reasons.append(choice.finish_reason)
+    assert "".join(reasoning) == REASONING and "".join(content) == ANSWER
+    assert sum(1 for r in reasoning if r) > 3 and sum(1 for c in content if c) > 1  # really streamed, both channels
+    assert reasons[-1] == "stop" and usage is not None and usage.completion_tokens > 10
+
+
+def test_a_response_cut_short_while_thinking_is_all_reasoning_with_finish_length(client):
+    response = client.chat.completions.create(model="scripted-llama", messages=MESSAGES, max_tokens=5)
+    message = response.choices[0].message
+    assert response.choices[0].finish_reason == "length" and response.usage.completion_tokens == 5
+    assert REASONING.startswith(message.reasoning_content) and message.content == ""
+
+
+def test_completions_return_the_raw_text_without_splitting(client):
+    response = client.completions.create(model="scripted-llama", prompt=COMPLETION_PROMPT, max_tokens=200)
+    assert response.choices[0].text == DEFAULT_SCRIPT
+    assert response.choices[0].finish_reason == "stop"
+
+
+# --- sampling extensions -------------------------------------------------------------------------------------------
+def test_ignore_eos_and_min_tokens_generate_past_the_end_token(client):
+    plain = client.completions.create(model="scripted-llama", prompt=COMPLETION_PROMPT, max_tokens=200)
+    natural = plain.usage.completion_tokens
+    forced = client.completions.create(
+        model="scripted-llama", prompt=COMPLETION_PROMPT, max_tokens=natural + 7, extra_body={"ignore_eos": True}
+    )
+    assert forced.usage.completion_tokens == natural + 7 and forced.choices[0].finish_reason == "length"
+    assert forced.choices[0].text.startswith(DEFAULT_SCRIPT)
+    at_least = client.completions.create(
+        model="scripted-llama", prompt=COMPLETION_PROMPT, max_tokens=200, extra_body={"min_tokens": natural + 3}
+    )
+    assert at_least.usage.completion_tokens >= natural + 3
+
+
+def test_min_tokens_above_max_tokens_is_a_400(deployment):
+    body = {"model": "scripted-llama", "prompt": COMPLETION_PROMPT, "max_tokens": 4, "min_tokens": 9}
+    response = _post(deployment, "/completions", body)
+    assert response.status_code == 400 and "min_tokens" in response.json()["error"]["message"]
+
+
+# --- security and limits -------------------------------------------------------------------------------------------
+def test_requests_without_the_right_key_get_401_and_health_stays_open(deployment):
+    body = {"model": "scripted-llama", "messages": MESSAGES}
+    for key in (None, "wrong-key"):
+        response = _post(deployment, "/chat/completions", body, key=key)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"]["code"] == "invalid_api_key" and "wrong-key" not in response.text
+    assert httpx.get(f"{deployment.base_url}/models", timeout=10).status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{deployment.openai}/health", timeout=10).status_code == 200
+
+
+def test_cors_allows_only_the_configured_origin(deployment):
+    url = f"{deployment.base_url}/chat/completions"
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    allowed = httpx.options(url, headers={"Origin": "http://allowed.example", **preflight}, timeout=10)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://allowed.example"
+    other = httpx.options(url, headers={"Origin": "http://evil.example", **preflight}, timeout=10)
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_body_over_the_limit_is_a_413(deployment):
+    body = {"model": "scripted-llama", "prompt": "x" * 70000}
+    response = _post(deployment, "/completions", body)
+    assert response.status_code == 413 and "65536" in response.json()["error"]["message"]
+
+
+def test_beyond_the_concurrency_limit_clients_get_429_with_retry_after(deployment):
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Eight long generations at once against 2 slots and no queue: two run, the rest are refused at once.
+    body = {"model": "scripted-llama", "prompt": COMPLETION_PROMPT, "max_tokens": 400, "ignore_eos": True}
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: _post(deployment, "/completions", body), range(8)))
+    served = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(served) + len(refused) == 8 and 1 <= len(served) and len(refused) >= 4, [
+        r.status_code for r in responses
+    ]
+    assert all(r.json()["usage"]["completion_tokens"] == 400 for r in served)
+    for response in refused:
+        assert int(response.headers["retry-after"]) >= 1
+        assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert _post(deployment, "/completions", {**body, "max_tokens": 4}).status_code == 200  # slots came back
+
+
+# --- metrics and cancellation --------------------------------------------------------------------------------------
+def test_a_client_leaving_mid_stream_stops_the_runtime_which_its_counters_show(deployment):
+    triton_metrics = f"http://127.0.0.1:{deployment.metrics}/metrics"
+
+    def runtime() -> tuple[float, float]:
+        text = httpx.get(triton_metrics, timeout=10).text
+        return (
+            _sample(text, "tritonrepo_runtime_requests_total", {"outcome": "cancelled"}),
+            _sample(text, "tritonrepo_runtime_generated_tokens_total"),
+        )
+
+    cancelled_before, tokens_before = runtime()
+    body = {"model": "scripted-llama", "prompt": COMPLETION_PROMPT, "max_tokens": 1500, "ignore_eos": True}
+    with httpx.stream(
+        "POST",
+        f"{deployment.base_url}/completions",
+        json={**body, "stream": True},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    ) as response:
+        for index, _line in enumerate(response.iter_lines()):
+            if index >= 10:
+                break
+    deadline = time.monotonic() + 30
+    while (counts := runtime())[0] == cancelled_before:
+        assert time.monotonic() < deadline, "the runtime never counted a cancelled request"
+        time.sleep(0.2)
+    assert counts[1] - tokens_before < 1000  # it stopped long before the 1500 tokens asked for
+
+    frontend = httpx.get(f"http://127.0.0.1:{deployment.openai}/metrics", timeout=10).text
+    assert _sample(frontend, "tritonrepo_requests_cancelled_total", {"model": "scripted-llama"}) >= 1
+
+
+def test_frontend_metrics_count_requests_tokens_and_latencies(deployment, client):
+    url = f"http://127.0.0.1:{deployment.openai}/metrics"
+    before = httpx.get(url, timeout=10).text
+    client.chat.completions.create(model="scripted-llama", messages=MESSAGES, max_tokens=200)
+    list(client.chat.completions.create(model="scripted-llama", messages=MESSAGES, max_tokens=200, stream=True))
+    _post(deployment, "/chat/completions", {"model": "scripted-llama", "messages": MESSAGES}, key="nope")
+    after = httpx.get(url, timeout=10).text
+
+    def grew(name: str, labels: dict[str, str]) -> float:
+        return _sample(after, name, labels) - _sample(before, name, labels)
+
+    ok, denied = {"endpoint": "/v1/chat/completions", "status": "200"}, {"endpoint": "/v1/chat/completions"}
+    assert grew("tritonrepo_http_requests_total", ok) == 2
+    assert grew("tritonrepo_http_requests_total", {**denied, "status": "401"}) == 1
+    model = {"model": "scripted-llama"}
+    assert grew("tritonrepo_generation_tokens_total", model) > 10
+    assert grew("tritonrepo_prompt_tokens_total", model) > 3
+    assert grew("tritonrepo_time_to_first_token_seconds_count", model) == 2
+    assert grew("tritonrepo_inter_token_latency_seconds_count", model) > 10  # the streamed one, token by token
+    assert grew("tritonrepo_e2e_request_latency_seconds_count", model) == 2
