@@ -77,9 +77,14 @@ def _from_manifest(root: Path, manifest: dict[str, Any], override: str | None) -
             f"default_entry_point={default!r})."
         )
     limits = manifest.get("limits") or {}
+    parameters = manifest.get("parameters") or {}
+    runtime_model = parameters.get("tensorrt_llm_model_name") or "tensorrt_llm"
+    # Streaming straight from the runtime model needs it decoupled; our builds say so in the manifest.
+    fast_path = runtime_model if parameters.get("decoupled_mode") and (root / runtime_model).is_dir() else None
     models = ServedModels(
         entry_points=entry_points,
         default_entry_point=default,
+        fast_path=fast_path,
         alias=override or (manifest.get("model") or {}).get("name"),
         limits=ModelLimits(
             max_input_len=limits.get("max_input_len"),
@@ -128,6 +133,21 @@ def _existing_dir(root: Path, value: str) -> Path:
 
 
 # --- the app -------------------------------------------------------------------------------------------------------
+def token_byte_table(tokenizer: Any) -> list[bytes]:
+    """Each token id's exact bytes, from the same module the postprocessing model uses (one implementation)."""
+    import importlib.util
+
+    from ..repository.render import templates_root
+
+    path = templates_root() / "inflight_batcher_llm" / "postprocessing" / "1" / "token_bytes.py"
+    spec = importlib.util.spec_from_file_location("tritonrepo_token_bytes", path)
+    if spec is None or spec.loader is None:
+        raise ServerError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.token_byte_table(tokenizer, skip_special_tokens=True)
+
+
 def load_tokenizer(tokenizer_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
@@ -147,7 +167,11 @@ def build_app(settings: FrontendSettings, generator: TextGenerator | None = None
     info = load_repository_info(settings.repository, settings.served_model_name)
     tokenizer = load_tokenizer(info.tokenizer_dir)
     if generator is None:
-        generator = TritonGrpcGenerator(settings.triton_grpc_url, ready_models=info.models.entry_points)
+        generator = TritonGrpcGenerator(
+            settings.triton_grpc_url,
+            ready_models=info.models.entry_points,
+            token_bytes=token_byte_table(tokenizer) if info.models.fast_path else None,
+        )
     policy = settings.policy
     metrics = FrontendMetrics()
 

@@ -83,6 +83,9 @@ class ServedModels:
     default_entry_point: str
     alias: str | None = None
     limits: ModelLimits = field(default_factory=ModelLimits)
+    # The runtime model the alias goes straight to (tokenizing and detokenizing here, as vLLM's front end does),
+    # skipping the ensemble's Python pre/postprocessing steps on every token; None: the alias is the ensemble.
+    fast_path: str | None = None
 
     def names(self) -> list[str]:
         return list(dict.fromkeys(([self.alias] if self.alias else []) + list(self.entry_points)))
@@ -90,7 +93,7 @@ class ServedModels:
     def resolve(self, name: str | None) -> str:
         """The Triton entry-point model for a requested name (no name: the default)."""
         if name is None or name == self.alias:
-            return self.default_entry_point
+            return self.fast_path or self.default_entry_point
         if name in self.entry_points:
             return name
         raise OpenAIError(
@@ -280,7 +283,8 @@ class OpenAIServing:
         entry_point = self.models.resolve(request.model)
         if not prompt.strip():
             raise OpenAIError(400, "The prompt is empty.", param="prompt")
-        prompt_tokens = len(self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens))
+        prompt_ids = tuple(self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens))
+        prompt_tokens = len(prompt_ids)
         prompt_param = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
         max_tokens = self._max_tokens(request.requested_max_tokens(), prompt_tokens, prompt_param)
         try:
@@ -307,6 +311,7 @@ class OpenAIServing:
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
             min_tokens=min_tokens,
+            prompt_ids=prompt_ids,
             stop=tuple(request.stop_strings()),
             stream=request.stream,
         )

@@ -31,6 +31,7 @@ class GenerationParams:
     min_tokens: int | None = None
     stop: tuple[str, ...] = ()
     stream: bool = True
+    prompt_ids: tuple[int, ...] = ()  # the tokenized prompt, for runtime models that take input_ids
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,10 @@ class TextGenerator(Protocol):
 # A request field -> the entry-model inputs that can carry it; the first one the model declares is used. The names
 # cover our models, upstream's ensemble/BLS (older and newer spellings) and the llmapi model (sampling_param_*).
 _FIELD_INPUTS: dict[str, tuple[str, ...]] = {
-    "max_tokens": ("max_tokens", "sampling_param_max_tokens"),
+    "max_tokens": ("max_tokens", "sampling_param_max_tokens", "request_output_len"),
     "temperature": ("temperature", "sampling_param_temperature"),
-    "top_p": ("top_p", "sampling_param_top_p"),
-    "top_k": ("top_k", "sampling_param_top_k"),
+    "top_p": ("top_p", "sampling_param_top_p", "runtime_top_p"),
+    "top_k": ("top_k", "sampling_param_top_k", "runtime_top_k"),
     "seed": ("random_seed", "seed", "sampling_param_seed"),
     "presence_penalty": ("presence_penalty", "sampling_param_presence_penalty"),
     "frequency_penalty": ("frequency_penalty", "sampling_param_frequency_penalty"),
@@ -121,7 +122,7 @@ def sampling_values(params: GenerationParams, declared: set[str]) -> dict[str, A
         "frequency_penalty": params.frequency_penalty,
         "min_tokens": params.min_tokens or None,
     }
-    if params.temperature == 0 and "top_k" in declared:
+    if params.temperature == 0 and input_for("top_k", declared) is not None:
         # OpenAI's temperature 0 means greedy; TensorRT-LLM and HF sampling reject 0, and top_k=1 is greedy there.
         values["temperature"] = None
         values["top_k"] = 1
@@ -132,6 +133,8 @@ def build_inputs(model: EntryModel, params: GenerationParams) -> list[InferInput
     """The tensors to send: only inputs the entry model declares, with its datatypes and a batch dim of 1."""
     declared = set(model.input_types)
     values: dict[str, Any] = {"text_input": [params.prompt.encode()]}
+    if "input_ids" in declared:  # the runtime model itself: token ids in, token ids out
+        values = {"input_ids": list(params.prompt_ids), "input_lengths": len(params.prompt_ids)}
     for field, value in sampling_values(params, declared).items():
         name = input_for(field, declared)
         if name is not None:
@@ -163,11 +166,16 @@ def _tensor(model: EntryModel, name: str, value: Any) -> InferInput:
 
 
 # --- response parsing and error translation ------------------------------------------------------------------------
-def parse_result(result: InferResult) -> tuple[GeneratedChunk | None, bool]:
-    """(chunk or None for an empty final response, whether this is the final response)."""
+def parse_result(result: InferResult, token_bytes: Sequence[bytes] | None = None) -> tuple[GeneratedChunk | None, bool]:
+    """(chunk or None for an empty final response, whether this is the final response). `token_bytes` turns the
+    runtime model's output_ids into text: each id's exact bytes, so decoding stays exact across chunks."""
     response = result.get_response()
     final = "triton_final_response" in response.parameters and response.parameters["triton_final_response"].bool_param
     declared = {output.name for output in response.outputs}
+    if "output_ids" in declared and token_bytes is not None:
+        ids = result.as_numpy("output_ids").reshape(-1).tolist()
+        data = b"".join(token_bytes[i] if 0 <= i < len(token_bytes) else b"" for i in ids)
+        return GeneratedChunk(text_bytes=data, num_tokens=len(ids)), final
     if "text_output" not in declared:
         return None, final
     text = result.as_numpy("text_output")
@@ -246,10 +254,18 @@ def translate_error(exc: BaseException, model: str) -> GenerationError:
 class TritonGrpcGenerator:
     """TextGenerator over Triton's gRPC streaming API; one bidirectional stream per request, all on one channel."""
 
-    def __init__(self, url: str, *, ready_models: Sequence[str] = (), timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ready_models: Sequence[str] = (),
+        timeout_s: float = 5.0,
+        token_bytes: Sequence[bytes] | None = None,
+    ) -> None:
         self.url = url
         self.ready_models = tuple(ready_models)
         self.timeout_s = timeout_s
+        self.token_bytes = token_bytes  # for runtime models that answer with token ids
         self._client: Any = None
         self._models: dict[str, EntryModel] = {}
         self._stopping: set[asyncio.Future] = set()
@@ -340,7 +356,7 @@ class TritonGrpcGenerator:
             async for result, error in responses:
                 if error is not None:
                     raise translate_error(error, model)
-                chunk, final = parse_result(result)
+                chunk, final = parse_result(result, self.token_bytes)
                 if chunk is not None and entry.cumulative_text:
                     whole = chunk.text_bytes
                     chunk, sent = new_text(chunk, sent), whole
