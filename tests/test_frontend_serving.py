@@ -424,3 +424,75 @@ def test_llmapi_model_inputs_and_its_cumulative_text():
     assert llmapi.cumulative_text and not entry_model().cumulative_text
     assert new_text(GeneratedChunk(b"Hello wor"), b"Hello").text_bytes == b" wor"
     assert new_text(GeneratedChunk(b"other"), b"Hello").text_bytes == b"other"
+
+
+# --- the fast path: the alias streams straight from the runtime model ----------------------------------------------
+def test_the_alias_goes_to_the_runtime_model_and_named_entry_points_stay_themselves(tokenizer):
+    models = ServedModels(
+        entry_points=("ensemble", "tensorrt_llm_bls"),
+        default_entry_point="ensemble",
+        alias="m",
+        fast_path="tensorrt_llm",
+    )
+    assert models.resolve("m") == "tensorrt_llm" and models.resolve(None) == "tensorrt_llm"
+    assert models.resolve("ensemble") == "ensemble" and models.names() == ["m", "ensemble", "tensorrt_llm_bls"]
+    generator = ScriptedGenerator()
+    serving = OpenAIServing(generator, models, tokenizer)
+    run(serving.complete(CompletionRequest(model="m", prompt="hello there", max_tokens=3)))
+    model, params = generator.calls[0]
+    assert model == "tensorrt_llm" and params.prompt_ids == tuple(tokenizer.encode("hello there"))
+
+
+def test_runtime_model_inputs_are_token_ids_and_its_output_ids_become_exact_bytes():
+    import numpy as np
+    from tritonclient.grpc import InferResult, service_pb2
+
+    from tritonrepo.frontend.triton_client import EntryModel, build_inputs, parse_result
+
+    runtime = EntryModel(
+        input_types={
+            "input_ids": "INT32",
+            "input_lengths": "INT32",
+            "request_output_len": "INT32",
+            "streaming": "BOOL",
+            "runtime_top_k": "INT32",
+            "runtime_top_p": "FP32",
+            "temperature": "FP32",
+            "min_length": "INT32",
+            "exclude_input_in_output": "BOOL",
+            "stop": "BOOL",
+        },
+        batched=True,
+    )
+    params = GenerationParams(prompt="ignored", prompt_ids=(5, 6, 7), max_tokens=4, temperature=0, top_p=0.5)
+    tensors = sent(build_inputs(runtime, params))
+    assert tensors == {
+        "input_ids": ("INT32", [1, 3]),
+        "input_lengths": ("INT32", [1, 1]),
+        "request_output_len": ("INT32", [1, 1]),
+        "streaming": ("BOOL", [1, 1]),
+        "runtime_top_k": ("INT32", [1, 1]),  # temperature 0 -> greedy
+        "runtime_top_p": ("FP32", [1, 1]),
+        "exclude_input_in_output": ("BOOL", [1, 1]),
+    }
+    response = service_pb2.ModelInferResponse(model_name="tensorrt_llm")
+    response.outputs.add(name="output_ids", datatype="INT32", shape=[1, 1, 2])
+    response.raw_output_contents.append(np.array([[[1, 2]]], dtype=np.int32).tobytes())
+    chunk, _ = parse_result(InferResult(response), token_bytes=[b"", b"\xe7\x8c", b"\xab!"])
+    assert chunk.text_bytes == "猫!".encode() and chunk.num_tokens == 2
+
+
+def test_an_own_decoupled_repository_gets_the_fast_path_and_others_do_not(tmp_path):
+    from frontend_fixtures import make_repository
+
+    from tritonrepo.frontend.app import load_repository_info
+
+    tokenizer_dir = make_tokenizer_dir(tmp_path / "tok")
+    ours = make_repository(tmp_path / "ours", tokenizer_dir)
+    manifest = json.loads((ours / "tritonrepo.json").read_text())
+    manifest["parameters"] = {"decoupled_mode": True, "tensorrt_llm_model_name": "tensorrt_llm"}
+    (ours / "tritonrepo.json").write_text(json.dumps(manifest))
+    assert load_repository_info(ours).models.fast_path == "tensorrt_llm"
+    manifest["parameters"]["decoupled_mode"] = False  # streaming straight from the runtime needs it decoupled
+    (ours / "tritonrepo.json").write_text(json.dumps(manifest))
+    assert load_repository_info(ours).models.fast_path is None
