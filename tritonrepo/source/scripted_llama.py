@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pathlib
-import shutil
-import tempfile
-import uuid
 from dataclasses import replace
 
 from tritonrepo.source.tiny_llama import (
@@ -22,8 +17,8 @@ from tritonrepo.source.tiny_llama import (
     TINY_LLAMA,
     USER_TOKEN,
     _config,
-    _holds,
     _json_bytes,
+    write_checkpoint,
 )
 
 SCRIPTED_LLAMA_NAME = "scripted-llama"
@@ -244,32 +239,4 @@ def create_scripted_llama(target_dir: pathlib.Path, *, script: str = DEFAULT_SCR
     yields exactly `script`. A script starting with `<think>` gets a chat template whose prompt ends at the Assistant
     token instead. Raises ValueError when the script repeats a token or contains a token that ends those prompts.
     """
-    target_dir = pathlib.Path(target_dir)
-    files = _files(script)
-    target_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.tmp-", dir=target_dir.parent))
-    moved_aside: list[pathlib.Path] = []
-    try:
-        os.chmod(staging, 0o755)  # mkdtemp makes 0700; a server running as another user must be able to read it
-        for name, data in files.items():
-            (staging / name).write_bytes(data)
-        # As in create_tiny_llama: rename() cannot replace a non-empty directory, so move the old one aside and
-        # retry; an identical copy put in place by a concurrent creator is as good as ours.
-        for attempt in range(10):
-            try:
-                os.rename(staging, target_dir)
-                break
-            except OSError:
-                if _holds(target_dir, files):
-                    break
-                if attempt == 9:
-                    raise
-            old = target_dir.parent / f".{target_dir.name}.old-{uuid.uuid4().hex}"
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(target_dir, old)
-                moved_aside.append(old)
-    finally:
-        for leftover in (staging, *moved_aside):
-            if leftover.exists():
-                shutil.rmtree(leftover, ignore_errors=True)
-    return target_dir
+    return write_checkpoint(pathlib.Path(target_dir), _files(script))

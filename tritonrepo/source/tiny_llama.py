@@ -333,8 +333,11 @@ def _holds(directory: pathlib.Path, files: dict[str, bytes]) -> bool:
 
 def create_tiny_llama(target_dir: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
     """Write the tiny-llama checkpoint into `target_dir` (replacing it atomically) and return `target_dir`."""
-    target_dir = pathlib.Path(target_dir)
-    files = _files(TINY_LLAMA, seed)
+    return write_checkpoint(pathlib.Path(target_dir), _files(TINY_LLAMA, seed))
+
+
+def write_checkpoint(target_dir: pathlib.Path, files: dict[str, bytes]) -> pathlib.Path:
+    """Write `files` as the folder `target_dir`, replacing it atomically (staging folder, then rename)."""
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.tmp-", dir=target_dir.parent))
     moved_aside: list[pathlib.Path] = []
