@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 from dataclasses import replace
 
@@ -16,8 +15,7 @@ from tritonrepo.source.tiny_llama import (
     THINK_START,
     TINY_LLAMA,
     USER_TOKEN,
-    _config,
-    _json_bytes,
+    checkpoint_files,
     write_checkpoint,
 )
 
@@ -198,38 +196,10 @@ def _files(script: str) -> dict[str, bytes]:
     # Enough dimensions for every successor (the script's tokens and EOS), in whole multiples of 64.
     hidden = max(_SPEC.hidden_size, -(-(len(script_ids) + 1) // 64) * 64)
     spec = replace(_SPEC, hidden_size=hidden)
-    added = json.loads(tokenizer.to_str())["added_tokens"]
-    tokenizer_config = {
-        "add_bos_token": True,
-        "add_eos_token": False,
-        "added_tokens_decoder": {
-            str(token["id"]): {key: value for key, value in token.items() if key != "id"} for token in added
-        },
-        "bos_token": spec.bos_token,
-        "chat_template": _chat_template(script),
-        "clean_up_tokenization_spaces": False,
-        "eos_token": spec.eos_token,
-        "legacy": False,
-        "model_max_length": spec.max_position_embeddings,
-        "pad_token": spec.pad_token,
-        "padding_side": "left",
-        "tokenizer_class": "PreTrainedTokenizerFast",
-    }
-    special_tokens_map = {
-        "bos_token": spec.bos_token,
-        "eos_token": spec.eos_token,
-        "pad_token": spec.pad_token,
-        "additional_special_tokens": [spec.user_token, spec.assistant_token],
-    }
     weights = _weights(vocab_size, hidden, script_ids, starts, eos_id)
-    return {
-        "config.json": _json_bytes(_config(spec, vocab_size, bos_id, eos_id)),
-        "generation_config.json": _json_bytes({"bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": eos_id}),
-        "model.safetensors": save(weights, metadata={"format": "pt"}),
-        "special_tokens_map.json": _json_bytes(special_tokens_map),
-        "tokenizer.json": (tokenizer.to_str(pretty=True) + "\n").encode("utf-8"),
-        "tokenizer_config.json": _json_bytes(tokenizer_config),
-    }
+    return checkpoint_files(
+        spec, tokenizer, _chat_template(script), (bos_id, eos_id), save(weights, metadata={"format": "pt"})
+    )
 
 
 def create_scripted_llama(target_dir: pathlib.Path, *, script: str = DEFAULT_SCRIPT) -> pathlib.Path:

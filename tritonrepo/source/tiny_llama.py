@@ -291,6 +291,14 @@ def _files(spec: TinyLlamaSpec, seed: int) -> dict[str, bytes]:
     bos_id, eos_id = tokenizer.token_to_id(spec.bos_token), tokenizer.token_to_id(spec.eos_token)
     added = json.loads(tokenizer.to_str())["added_tokens"]
     silent_ids = [token["id"] for token in added if token["special"]]
+    weights = save(_weights(spec, vocab_size, seed, silent_ids), metadata={"format": "pt"})
+    return checkpoint_files(spec, tokenizer, CHAT_TEMPLATE, (bos_id, eos_id), weights)
+
+
+def checkpoint_files(spec, tokenizer, chat_template: str, ids: tuple[int, int], weights: bytes) -> dict[str, bytes]:
+    """The files of a Llama checkpoint with a DeepSeek-style tokenizer: configs, weights, tokenizer files."""
+    bos_id, eos_id = ids
+    added = json.loads(tokenizer.to_str())["added_tokens"]
     tokenizer_config = {
         "add_bos_token": True,
         "add_eos_token": False,
@@ -298,7 +306,7 @@ def _files(spec: TinyLlamaSpec, seed: int) -> dict[str, bytes]:
             str(token["id"]): {key: value for key, value in token.items() if key != "id"} for token in added
         },
         "bos_token": spec.bos_token,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": chat_template,
         "clean_up_tokenization_spaces": False,
         "eos_token": spec.eos_token,
         "legacy": False,
@@ -314,9 +322,9 @@ def _files(spec: TinyLlamaSpec, seed: int) -> dict[str, bytes]:
         "additional_special_tokens": [spec.user_token, spec.assistant_token],
     }
     return {
-        "config.json": _json_bytes(_config(spec, vocab_size, bos_id, eos_id)),
+        "config.json": _json_bytes(_config(spec, tokenizer.get_vocab_size(with_added_tokens=True), bos_id, eos_id)),
         "generation_config.json": _json_bytes({"bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": eos_id}),
-        "model.safetensors": save(_weights(spec, vocab_size, seed, silent_ids), metadata={"format": "pt"}),
+        "model.safetensors": weights,
         "special_tokens_map.json": _json_bytes(special_tokens_map),
         "tokenizer.json": (tokenizer.to_str(pretty=True) + "\n").encode("utf-8"),
         "tokenizer_config.json": _json_bytes(tokenizer_config),
