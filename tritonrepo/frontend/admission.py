@@ -9,20 +9,15 @@ import hmac
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from ..errors import ServerError
+from .asgi_types import ASGIApp, Message, Receive, Scope, Send
 from .serving import OpenAIError
 
 log = logging.getLogger(__name__)
 
-# The ASGI callable types, spelled out so this module needs neither starlette nor fastapi.
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 API_KEY_ENV = "TRITONREPO_API_KEY"
 LIMITED_PATHS = ("/v1/chat/completions", "/v1/completions")

@@ -14,7 +14,7 @@ from tritonrepo.source.tiny_llama import (
     THINK_END,
     THINK_START,
     TINY_LLAMA,
-    USER_TOKEN,
+    bpe_trainer,
     checkpoint_files,
     write_checkpoint,
 )
@@ -83,7 +83,7 @@ def _chat_template(script: str) -> str:
 
 
 def _train_tokenizer():
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
@@ -93,16 +93,7 @@ def _train_tokenizer():
         ]
     )
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=_SPEC.bpe_vocab_target,
-        min_frequency=2,
-        show_progress=False,
-        special_tokens=[
-            AddedToken(token, special=True, normalized=False)
-            for token in (BOS_TOKEN, EOS_TOKEN, USER_TOKEN, ASSISTANT_TOKEN)
-        ],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
+    trainer = bpe_trainer(_SPEC.bpe_vocab_target)
     # Whole texts, not lines: a line never holds "\n\n", so no merge for it would be learned.
     tokenizer.train_from_iterator([_CORPUS, _SCRIPT_CORPUS * 2], trainer=trainer)
     # Not special (as in the DeepSeek-R1 distills): reasoning markers survive skip_special_tokens decoding.

@@ -176,13 +176,11 @@ A stream may split a character like é, 日 or 🙂 across tokens, so the detoke
 """
 
 
-def _train_tokenizer(vocab_target: int):
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def bpe_trainer(vocab_target: int):
+    """A byte-level BPE trainer with the DeepSeek-style special tokens (shared by the embedded test models)."""
+    from tokenizers import AddedToken, pre_tokenizers, trainers
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    return trainers.BpeTrainer(
         vocab_size=vocab_target,
         min_frequency=2,
         show_progress=False,
@@ -192,6 +190,15 @@ def _train_tokenizer(vocab_target: int):
         ],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
+
+
+def _train_tokenizer(vocab_target: int):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = bpe_trainer(vocab_target)
     tokenizer.train_from_iterator(_CORPUS.splitlines(keepends=True), trainer=trainer)
     # Not special (as in the DeepSeek-R1 distills): reasoning markers survive skip_special_tokens decoding.
     tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in (THINK_START, THINK_END)])
