@@ -98,7 +98,8 @@ def test_profile_table_uses_nvidia_smi_totals():
     assert table["H200"] == (143771, 90, 4800)
     assert table["L4"] == (23034, 89, 300)
     assert table["GB200"] == (189471, 100, 8000)
-    assert len(table) == 16
+    assert table["H20-141GB"] == (143771, 90, 4800)
+    assert len(table) == 17
     assert all(isinstance(p.memory_bandwidth_gbs, float) for p in known_profiles())
 
 

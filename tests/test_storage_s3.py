@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import boto3
 import pytest
 import requests
 from click.testing import CliRunner
+from conftest import free_port
 
-from tests.conftest import free_port
 from tritonrepo import stage_cache as stage_cache_module
 from tritonrepo.build import BuildRequest, build
 from tritonrepo.cli.main import cli
@@ -122,6 +123,27 @@ def test_a_changed_file_is_the_only_one_that_moves_both_ways(repo, bucket, optio
     assert (tmp_path / "copy/preprocessing/1/model.py").read_text() == "# changed\n"
 
 
+def test_a_file_whose_size_changed_is_hashed_once_while_it_uploads(repo, bucket, s3, options, monkeypatch):
+    push(repo, f"s3://{bucket}/r", options)
+    grown = repo / "preprocessing/1/model.py"
+    grown.write_text(grown.read_text() + "# grown\n")
+    hashed = []
+    real = stage_cache_module.sha256_file
+
+    def spy(path):
+        hashed.append((path.name, threading.current_thread() is threading.main_thread()))
+        return real(path)
+
+    monkeypatch.setattr(stage_cache_module, "sha256_file", spy)
+    summary = push(repo, f"s3://{bucket}/r", options)
+    # Its size differs from the remote copy's, so it must move: hashed by its upload worker, not before planning.
+    assert summary.moved == ["preprocessing/1/model.py"] and hashed == [("model.py", False)]
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"r/{MANIFEST}")["Body"].read())
+    assert manifest["files"]["preprocessing/1/model.py"]["sha256"] == sha256_file(grown)
+    stored = s3.head_object(Bucket=bucket, Key="r/preprocessing/1/model.py")["Metadata"]["sha256"]
+    assert stored == sha256_file(grown)
+
+
 def test_delete_removes_a_remote_extra_only_when_asked(repo, bucket, s3, options):
     push(repo, f"s3://{bucket}/r", options)
     s3.put_object(Bucket=bucket, Key="r/stale/old.bin", Body=b"old")
@@ -200,8 +222,9 @@ def test_multipart_uploads_and_downloads_large_files(tmp_path, bucket, s3, optio
     (tmp_path / "big").mkdir()
     (tmp_path / "big/weights.bin").write_bytes(bytes(range(256)) * (12 * 4096 + 7))  # ~12 MiB, 3 parts of 5 MiB
     push(tmp_path / "big", f"s3://{bucket}/big", _with(options, part_size=5 << 20))
-    etag = s3.head_object(Bucket=bucket, Key="big/weights.bin")["ETag"]
-    assert etag.strip('"').endswith("-3")  # multipart ETags end in -<number of parts>
+    head = s3.head_object(Bucket=bucket, Key="big/weights.bin", ChecksumMode="ENABLED")
+    assert head["ETag"].strip('"').endswith("-3")  # multipart ETags end in -<number of parts>
+    assert head.get("ChecksumCRC32")  # every part carried a CRC32 the store checked on arrival
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"big/{MANIFEST}")["Body"].read())
     assert manifest["files"]["weights.bin"]["sha256"] == sha256_file(tmp_path / "big/weights.bin")
     pull(f"s3://{bucket}/big", tmp_path / "back", _with(options, part_size=5 << 20))

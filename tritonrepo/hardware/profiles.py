@@ -115,6 +115,7 @@ _PROFILES = (
     _profile("H100-80GB", 81559, (9, 0), 3350),
     _profile("H100-NVL", 95830, (9, 0), 3900),
     _profile("H20", 97871, (9, 0), 4000),
+    _profile("H20-141GB", 143771, (9, 0), 4800),
     _profile("H200", 143771, (9, 0), 4800),
     _profile("B200", 183359, (10, 0), 8000),
     _profile("GB200", 189471, (10, 0), 8000),
@@ -200,13 +201,14 @@ def _family(profile_name: str) -> str:
 def _candidates(name: str, memory_bytes: int) -> list[GpuSpec]:
     """Profiles the name can mean, narrowed by memory: the detected total, else a size word in the name."""
     key = _normalize(name)
+    hint = memory_bytes if memory_bytes > 0 else _size_in_name(key)
     if key in _BY_NAME:
-        found = [_BY_NAME[key]]
+        # An exact name wins, but a measured size may say it is a larger variant ("NVIDIA H20" with 141 GB).
+        found = [_BY_NAME[key], *(p for p in _PROFILES if hint and p.name != key and _family(p.name) == key)]
     elif key in _ALIASES:
         found = [_BY_NAME[_ALIASES[key]]]
     else:
         found = [p for p in _PROFILES if _is_variant_of(key, _family(p.name))]
-    hint = memory_bytes if memory_bytes > 0 else _size_in_name(key)
     if hint:
         found = [p for p in found if abs(p.memory_bytes - hint) <= _MEMORY_TOLERANCE * hint]
     return found

@@ -52,10 +52,16 @@ def digests_to_check(local: Files, remote_objects: dict[str, int], manifest_file
 def plan_push(
     local: Files, empty_dirs: list[str], remote_objects: dict[str, int], remote_digests: dict[str, str], delete: bool
 ) -> Plan:
-    """`remote_digests` is the manifest's sha256 per path, overlaid with what digests_to_check found."""
+    """`remote_digests` is the manifest's sha256 per path, overlaid with what digests_to_check found. A local sha256
+    may be None where the size differs from the remote object's (not worth hashing before the upload)."""
     plan = Plan(sizes={p: e["size"] for p, e in local.items()})
     for path, entry in sorted(local.items()):
-        unchanged = remote_objects.get(path) == entry["size"] and remote_digests.get(path) == entry["sha256"]
+        # A file without a digest was not hashed because its size already differs: it moves.
+        unchanged = (
+            entry["sha256"] is not None
+            and remote_objects.get(path) == entry["size"]
+            and remote_digests.get(path) == entry["sha256"]
+        )
         (plan.skip if unchanged else plan.transfer).append(path)
     plan.directories = sorted(f"{d}/" for d in empty_dirs if f"{d}/" not in remote_objects)
     if delete:

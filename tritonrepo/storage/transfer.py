@@ -119,56 +119,80 @@ def download_one(
 
 
 def push(source: Path, destination: str | S3Url, options: TransferOptions = TransferOptions()):
-    """Upload what differs from the remote manifest, then directory markers, then the manifest, then deletions."""
+    """Upload what differs from the remote manifest, then directory markers, then the manifest, then deletions.
+
+    A file is hashed before planning only when its size matches what the remote holds (it may be unchanged); a file
+    whose size differs must move anyway, so its upload worker hashes it, overlapping the other transfers."""
     started = time.monotonic()
     url = destination if isinstance(destination, S3Url) else parse_s3_url(destination)
     source = Path(source)
     if not source.is_dir():
         raise StorageError(f"{source} is not a folder", hint="Push a repository folder made by `tritonrepo build`.")
-    with progress.step(f"Hashing {source}"):
-        # Files whose size and mtime are unchanged keep their remembered digest: a no-op re-push reads no file.
-        memo = FileDigests(cache_root() / "file-digests.json")
-        local = file_digests(source, memo.of)
-        memo.save()
-        for path in local:
-            check_relative(path, what="local path")
-        empty_dirs = _empty_dirs(source)
-    manifest = _manifest_bytes(source, local)
+    local = file_digests(source, lambda path: None)  # sizes now; digests below, only where they decide
+    for path in local:
+        check_relative(path, what="local path")
+    empty_dirs = _empty_dirs(source)
     store = S3Store(url, options.connection())
     remote_raw = store.get_bytes(MANIFEST)
-
-    def summary(plan: sync.Plan):
-        seconds = time.monotonic() - started
-        return sync.summarize("push", str(source), str(url), plan, dry_run=options.dry_run, seconds=seconds)
-
-    if remote_raw == manifest and not options.delete and not options.check_remote:
-        # The manifest is written only after every file it lists, so an identical one means nothing is left to send.
-        # Listing a large prefix costs more than the whole no-op; --check-remote (or --delete) lists it anyway.
-        if all(store.exists(f"{d}/") for d in empty_dirs):
-            return summary(sync.Plan(skip=sorted(local), sizes={p: e["size"] for p, e in local.items()}))
-    remote_objects = store.list()
     try:
         manifest_files = sync.parse_remote_manifest(remote_raw, str(url)) if remote_raw is not None else {}
     except StorageError as error:
         progress.say(f"    ignoring the remote manifest, it will be replaced: {error}")
         manifest_files = {}
+    # Files whose size and mtime are unchanged keep their remembered digest: a no-op re-push reads no file.
+    memo = FileDigests(cache_root() / "file-digests.json")
+
+    def hash_where(same_size: Callable[[str, int], bool]) -> None:
+        for path, entry in local.items():
+            if entry["sha256"] is None and same_size(path, entry["size"]):
+                entry["sha256"] = memo.of(source / path)
+
+    def summary(plan: sync.Plan):
+        seconds = time.monotonic() - started
+        return sync.summarize("push", str(source), str(url), plan, dry_run=options.dry_run, seconds=seconds)
+
+    with progress.step(f"Hashing {source}"):
+        hash_where(lambda path, size: manifest_files.get(path, {}).get("size") == size)
+    if all(entry["sha256"] for entry in local.values()) and not options.delete and not options.check_remote:
+        # The manifest is written only after every file it lists, so an identical one means nothing is left to send.
+        # Listing a large prefix costs more than the whole no-op; --check-remote (or --delete) lists it anyway.
+        if _manifest_bytes(source, local) == remote_raw and all(store.exists(f"{d}/") for d in empty_dirs):
+            memo.save()
+            return summary(sync.Plan(skip=sorted(local), sizes={p: e["size"] for p, e in local.items()}))
+    remote_objects = store.list()
+    hash_where(lambda path, size: remote_objects.get(path) == size)  # an interrupted push may have left it
+    memo.save()
     digests = {p: e["sha256"] for p, e in manifest_files.items()}
-    for path in sync.digests_to_check(local, remote_objects, manifest_files):
+    hashed = {p: e for p, e in local.items() if e["sha256"]}
+    for path in sync.digests_to_check(hashed, remote_objects, manifest_files):
         if stored := store.head_sha256(path):
             digests[path] = stored
     plan = sync.plan_push(local, empty_dirs, remote_objects, digests, options.delete)
-    if not options.dry_run:
-        _share_parts(store, plan, options)
+    if options.dry_run:
+        return summary(plan)
+    _share_parts(store, plan, options)
+
+    def upload(path: str) -> None:
+        entry = local[path]
+        if entry["sha256"] is None:
+            entry["sha256"] = memo.of(source / path)
+        upload_one(store, source, path, entry, count)
+
+    try:
         with progress.bar(plan.bytes_to_move, f"push {len(plan.transfer)} file(s)") as bar:
             count = _byte_counter(bar)
-            _run_parallel(lambda p: upload_one(store, source, p, local[p], count), plan.transfer, options.concurrency)
-        for marker in plan.directories:
-            store.put_bytes(marker, b"")
-        # Last, so a reader never sees a manifest that names files not yet uploaded.
-        if manifest != remote_raw:
-            store.put_bytes(MANIFEST, manifest)
-        if plan.delete:
-            store.delete(plan.delete)
+            largest_first = sorted(plan.transfer, key=lambda p: -plan.sizes[p])  # the long ones start first
+            _run_parallel(upload, largest_first, options.concurrency)
+    finally:
+        memo.save()
+    for marker in plan.directories:
+        store.put_bytes(marker, b"")
+    # Last, so a reader never sees a manifest that names files not yet uploaded.
+    manifest = _manifest_bytes(source, local)
+    if manifest != remote_raw:
+        store.put_bytes(MANIFEST, manifest)
+    if plan.delete:
+        store.delete(plan.delete)
     return summary(plan)
 
 
