@@ -59,3 +59,34 @@ class Deployment:
                 pass
             time.sleep(0.5)
         raise AssertionError(f"serve not healthy after {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+
+def grpc_stream(grpc_port: int, model: str, inputs: dict, *, request_id: str = "") -> tuple[list, str | None]:
+    """Every response of one decoupled request over gRPC streaming, until the final flag: (results, error text)."""
+    import queue
+
+    import tritonclient.grpc as grpc_client
+    from tritonclient.utils import np_to_triton_dtype
+
+    results: queue.Queue = queue.Queue()
+    client = grpc_client.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    tensors = []
+    for name, value in inputs.items():
+        tensor = grpc_client.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+        tensor.set_data_from_numpy(value)
+        tensors.append(tensor)
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    responses: list = []
+    try:
+        client.async_stream_infer(model, tensors, request_id=request_id, enable_empty_final_response=True)
+        while True:
+            result, error = results.get(timeout=60)
+            if error is not None:
+                return responses, str(error)
+            responses.append(result)
+            final = result.get_response().parameters.get("triton_final_response")
+            if final is not None and final.bool_param:
+                return responses, None
+    finally:
+        client.stop_stream()
+        client.close()

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 from conftest import free_port, reference_greedy
-from serve_support import Deployment, processes_using
+from serve_support import Deployment, grpc_stream, processes_using
 
 pytestmark = pytest.mark.e2e
 
@@ -38,32 +38,9 @@ def deployment(tmp_path_factory):
 # --- tritonclient helpers ------------------------------------------------------------------------------------------
 def _grpc_generate(deployment, model: str, inputs: dict[str, np.ndarray]) -> list:
     """All responses of one decoupled request over gRPC streaming, until the final flag."""
-    import queue
-
-    import tritonclient.grpc as grpc_client
-    from tritonclient.utils import np_to_triton_dtype
-
-    results: queue.Queue = queue.Queue()
-    client = grpc_client.InferenceServerClient(f"127.0.0.1:{deployment.grpc}")
-    tensors = []
-    for name, value in inputs.items():
-        tensor = grpc_client.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
-        tensor.set_data_from_numpy(value)
-        tensors.append(tensor)
-    client.start_stream(callback=lambda result, error: results.put((result, error)))
-    responses = []
-    try:
-        client.async_stream_infer(model, tensors, enable_empty_final_response=True)
-        while True:
-            result, error = results.get(timeout=60)
-            assert error is None, error
-            responses.append(result)
-            final = result.get_response().parameters.get("triton_final_response")
-            if final is not None and final.bool_param:
-                return [r for r in responses if r.get_response().outputs]
-    finally:
-        client.stop_stream()
-        client.close()
+    responses, error = grpc_stream(deployment.grpc, model, inputs)
+    assert error is None, error
+    return [r for r in responses if r.get_response().outputs]
 
 
 def _text_request(prompt: str, max_tokens: int, stream: bool) -> dict[str, np.ndarray]:

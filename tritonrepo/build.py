@@ -10,6 +10,7 @@ from tritonrepo import __version__, hardware, progress
 from tritonrepo.engines import build_engines, engine_record, engine_spec
 from tritonrepo.errors import PlanError
 from tritonrepo.plan import DeploymentPlan, Limits, PlanRequest, RuntimeChoice, plan_deployment
+from tritonrepo.pytorch_path.tuning import LlmApiRequest
 from tritonrepo.repository.manifest import (
     FORMAT,
     file_digests,
@@ -30,7 +31,15 @@ from tritonrepo.repository.render import render_repository, templates_root
 from tritonrepo.repository.validate import check_repository
 from tritonrepo.repository.writer import place_files, staged_directory, write_rendered
 from tritonrepo.source.catalog import ModelFacts, reasoning_parser
-from tritonrepo.source.resolve import CHECKPOINT_FILES, TOKENIZER_FILES, ModelSource, cache_root, resolve_model
+from tritonrepo.source.resolve import (
+    CHECKPOINT_FILES,
+    TOKENIZER_FILES,
+    ModelSource,
+    cache_root,
+    model_facts,
+    model_reference,
+    resolve_model,
+)
 from tritonrepo.stage_cache import FileDigests, StageCache, digest
 from tritonrepo.trtllm.adapter import InstalledTensorRTLLM, TensorRTLLM
 
@@ -54,12 +63,16 @@ class BuildRequest:
     offline: bool = False
     force: bool = False  # rebuild every stage even when its inputs are unchanged
     cache_dir: Path | None = None  # Hugging Face download cache (default: HF_HUB_CACHE)
+    # The PyTorch path (DeepSeek-V3-architecture MoE): no engines, so it may target hardware this machine lacks.
+    gpu: str | None = None
+    llmapi: LlmApiRequest = LlmApiRequest()
+    download: bool = False  # fetch the weights now; by default the server fetches them on first start
 
 
 @dataclass
 class BuildResult:
     path: Path
-    source: ModelSource
+    source: ModelSource | None  # None on the PyTorch path without --download: the server fetches the weights
     runtime: RuntimeChoice
     limits: Limits
     manifest: dict = field(repr=False)
@@ -67,6 +80,15 @@ class BuildResult:
 
 def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> BuildResult:
     """`adapter` drives TensorRT-LLM (engine builds); the installed one unless a caller passes another."""
+    name, facts = model_facts(request.model, revision=request.revision, offline=request.offline)  # no weights
+    if facts.is_moe:
+        return _build_pytorch_path(request, name, facts)
+    if request.gpu:
+        raise PlanError(
+            "--gpu plans hardware this machine lacks, which only the PyTorch path (DeepSeek-V3-architecture models) "
+            "can build for: engines compile for the GPU they run on",
+            hint=f"Drop --gpu to build for this machine, or see `tritonrepo plan --model {request.model} --gpu ...`.",
+        )
     with progress.step(f"Resolving model {request.model}"):
         source = resolve_model(
             request.model, revision=request.revision, cache_dir=request.cache_dir, offline=request.offline
@@ -77,26 +99,10 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
         source.name,
         ModelFacts.from_config(source.config()),
         machine,
-        PlanRequest(
-            runtime=request.runtime,
-            max_batch_size=request.max_batch_size,
-            max_input_len=request.max_input_len,
-            max_seq_len=request.max_seq_len,
-            max_num_tokens=request.max_num_tokens,
-            quantization=request.quantization,
-            tp_size=request.tp_size,
-            pp_size=request.pp_size,
-            decoupled=request.decoupled,
-        ),
+        _plan_request(request),
         tensorrt_llm_available=hardware.tensorrt_llm_installed(),
     )
     progress.say(f"==> Runtime: {plan.runtime} ({plan.reason})")
-    if plan.runtime == "pytorch":
-        raise PlanError(
-            f"{source.name} needs TensorRT-LLM's PyTorch backend (trtllm-serve / llmapi), which this version of "
-            "tritonrepo does not deploy yet",
-            hint="`tritonrepo plan` shows its plan; for a model that builds today, try a DeepSeek-R1 distill.",
-        )
     target = Path(request.output or DEFAULT_OUTPUT_ROOT / source.name)
     cache = StageCache(cache_root() / "stages")
     digests = FileDigests(cache_root() / "file-digests.json")
@@ -156,6 +162,57 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
         limits=plan.limits,
         manifest=manifest,
     )
+
+
+def _plan_request(request: BuildRequest) -> PlanRequest:
+    return PlanRequest(
+        runtime=request.runtime,
+        max_batch_size=request.max_batch_size,
+        max_input_len=request.max_input_len,
+        max_seq_len=request.max_seq_len,
+        max_num_tokens=request.max_num_tokens,
+        quantization=request.quantization,
+        tp_size=request.tp_size,
+        pp_size=request.pp_size,
+        decoupled=request.decoupled,
+        llmapi=request.llmapi,
+    )
+
+
+def _build_pytorch_path(request: BuildRequest, name: str, facts: ModelFacts) -> BuildResult:
+    """No engine compile: a trtllm-serve or llmapi deployment sized for --gpu (or this machine's GPUs)."""
+    from tritonrepo.pytorch_path.deployment import write_deployment
+
+    machine = hardware.parse_gpu(request.gpu) if request.gpu else hardware.detect_hardware()
+    reference = model_reference(request.model)
+    source = None
+    if request.download:
+        with progress.step(f"Downloading {request.model}"):
+            source = resolve_model(
+                request.model, revision=request.revision, cache_dir=request.cache_dir, offline=request.offline
+            )
+        reference = str(source.path)
+    plan = plan_deployment(
+        name,
+        facts,
+        machine,
+        _plan_request(request),
+        tensorrt_llm_available=hardware.tensorrt_llm_installed(),
+        model_ref=reference,
+        installed_version=hardware.tensorrt_llm_version(),
+    )
+    progress.say(f"==> Runtime: pytorch ({plan.reason})")
+    for note in plan.notes:
+        progress.say(f"    note: {note}")
+    target = Path(request.output or DEFAULT_OUTPUT_ROOT / name)
+    model = {
+        "name": name,
+        "source": source.kind if source else ("local" if Path(reference).is_dir() else "hub"),
+        "id": reference,
+        "revision": source.revision if source else request.revision,
+    }
+    manifest = write_deployment(plan, target, model=model)
+    return BuildResult(target.resolve(), source, RuntimeChoice("pytorch", plan.reason), plan.limits, manifest)
 
 
 def _matching(folder: Path, patterns: tuple[str, ...]) -> list[Path]:

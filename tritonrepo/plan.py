@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field, replace
 from tritonrepo.errors import PlanDoesNotFitError, PlanError
 from tritonrepo.hardware import GpuSpec, Hardware, known_profiles
 from tritonrepo.memory import MemoryEstimate, estimate, gib
-from tritonrepo.source.catalog import ModelFacts
+from tritonrepo.pytorch_path.tuning import LlmApiPlan, LlmApiRequest, plan_llmapi
+from tritonrepo.source.catalog import ModelFacts, reasoning_parser
 
 RUNTIMES = ("auto", "hf", "tensorrtllm")
 QUANTIZATIONS = ("none", "fp8", "fp8-kv")
@@ -19,6 +20,7 @@ DEFAULT_ENGINE_MAX_SEQ_LEN = 8192
 DEFAULT_ENGINE_BATCH = 256
 DEFAULT_MAX_NUM_TOKENS = 8192  # trtllm-build's own default
 USEFUL_SEQUENCES = 4  # a KV cache that holds fewer full-length sequences than this is not worth serving from
+DEFAULT_KV_FRACTION = 0.9  # engines; the PyTorch path has its own (pytorch_path/tuning.py)
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ class PlanRequest:
     quantization: str = "none"
     tp_size: int | None = None
     pp_size: int = 1
-    kv_cache_free_gpu_mem_fraction: float = 0.9
+    kv_cache_free_gpu_mem_fraction: float | None = None  # None: 0.9 for engines, 0.8 on the PyTorch path
     decoupled: bool = True
+    llmapi: LlmApiRequest = LlmApiRequest()  # the PyTorch path's own choices (profile, serving, nodes, ...)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class DeploymentPlan:
     decoupled: bool = True
     memory: MemoryEstimate | None = None
     notes: tuple[str, ...] = field(default=())
+    llmapi: LlmApiPlan | None = None  # the PyTorch path's deployment (runtime "pytorch")
 
     @property
     def world_size(self) -> int:
@@ -86,6 +90,7 @@ class DeploymentPlan:
         data["memory"] = self.memory.as_dict() if self.memory else None
         data["world_size"] = self.world_size
         data["notes"] = list(self.notes)
+        data["llmapi"] = self.llmapi.as_dict() if self.llmapi else None
         return data
 
 
@@ -149,14 +154,25 @@ def plan_limits(
 
 # --- the deployment plan ---------------------------------------------------------------------------------------------
 def plan_deployment(
-    model: str, facts: ModelFacts, hardware: Hardware, request: PlanRequest, *, tensorrt_llm_available: bool
+    model: str,
+    facts: ModelFacts,
+    hardware: Hardware,
+    request: PlanRequest,
+    *,
+    tensorrt_llm_available: bool,
+    model_ref: str | None = None,
+    installed_version: str | None = None,
 ) -> DeploymentPlan:
+    """`model_ref` is what the PyTorch path loads (a Hub id or folder; default `model`); `installed_version` the
+    TensorRT-LLM here, which that path targets unless the request names one."""
     if request.quantization not in QUANTIZATIONS:
         raise PlanError(
             f"unknown quantization {request.quantization!r}", hint=f"Use one of: {', '.join(QUANTIZATIONS)}."
         )
     if facts.is_moe:
-        return _pytorch_path_plan(model, facts, hardware, request)
+        return _pytorch_path_plan(model, model_ref or model, facts, hardware, request, installed_version)
+    if request.kv_cache_free_gpu_mem_fraction is None:
+        request = replace(request, kv_cache_free_gpu_mem_fraction=DEFAULT_KV_FRACTION)
     choice = choose_runtime(
         request.runtime,
         tensorrt_llm_installed=tensorrt_llm_available,
@@ -338,22 +354,39 @@ def nearest_plans(model, facts, hardware: Hardware, request: PlanRequest, limits
     return found[:most]
 
 
-def _pytorch_path_plan(model: str, facts: ModelFacts, hardware: Hardware, request: PlanRequest) -> DeploymentPlan:
-    """DeepSeek-V3-architecture MoE models: no engine compile; TensorRT-LLM's PyTorch backend (trtllm-serve)."""
-    limits = plan_limits(
-        {"max_position_embeddings": facts.max_position_embeddings},
+def _pytorch_path_plan(
+    model: str, model_ref: str, facts: ModelFacts, hardware: Hardware, request: PlanRequest, installed: str | None
+) -> DeploymentPlan:
+    """DeepSeek-V3-architecture MoE models: no engine compile; TensorRT-LLM's PyTorch backend (trtllm-serve or the
+    llmapi Triton model), sized by pytorch_path/."""
+    if request.tp_size or request.quantization != "none" or request.max_input_len:
+        raise PlanError(
+            f"{model} takes the PyTorch-backend path, where --tp-size, --quantization and --max-input-len do not "
+            "apply: tensor parallelism spans every GPU and the checkpoint's own precision is served",
+            hint="Choose the GPUs with --gpu (and --nodes), the precision by the checkpoint (e.g. nvidia/DeepSeek-R1-FP4).",
+        )
+    llmapi_request = replace(
+        request.llmapi,
+        pp_size=request.pp_size,
         max_batch_size=request.max_batch_size,
-        max_input_len=request.max_input_len,
+        max_num_tokens=request.max_num_tokens,
         max_seq_len=request.max_seq_len,
-        default_seq_len=DEFAULT_ENGINE_MAX_SEQ_LEN,
-        default_batch=DEFAULT_ENGINE_BATCH,
+        kv_cache_free_gpu_memory_fraction=request.kv_cache_free_gpu_mem_fraction,
     )
+    llmapi = plan_llmapi(
+        model_ref, facts, hardware, llmapi_request, reasoning_parser=reasoning_parser(model, model_ref),
+        display_name=model, installed_version=installed,
+    )  # fmt: skip
+    sizing = llmapi.sizing
     reason = (
-        f"{facts.architecture} is a mixture-of-experts model: TensorRT-LLM's PyTorch backend serves it, no engine build"
+        f"{facts.architecture} is a mixture-of-experts model: TensorRT-LLM's PyTorch backend serves it "
+        f"({llmapi.serving}), no engine build"
     )
+    max_input_len = max(1, llmapi.max_seq_len // 2)
+    limits = Limits(max_batch_size=llmapi.max_batch_size, max_input_len=max_input_len, max_seq_len=llmapi.max_seq_len)
     return DeploymentPlan(
-        model, facts, hardware, "pytorch", reason, limits, dtype="bfloat16", weight_dtype=facts.native_dtype,
-        kv_cache_dtype="fp8" if facts.native_dtype in ("fp8", "nvfp4") else "bfloat16",
-        tp_size=max(hardware.count, 1), decoupled=request.decoupled,
-        notes=("the trtllm-serve / llmapi deployment for this path is sized separately (hardware tables of the recipes)",),
+        model, facts, hardware, "pytorch", reason, limits, dtype="bfloat16", weight_dtype=llmapi.precision,
+        kv_cache_dtype=llmapi.kv_cache_dtype, tp_size=sizing.tp_size, pp_size=sizing.pp_size,
+        max_num_tokens=llmapi.max_num_tokens, kv_cache_free_gpu_mem_fraction=llmapi.kv_cache_free_gpu_memory_fraction,
+        triton_max_batch_size=llmapi.max_batch_size, decoupled=True, notes=sizing.notes, llmapi=llmapi,
     )  # fmt: skip

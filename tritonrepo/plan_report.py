@@ -33,6 +33,8 @@ def format_plan(plan: DeploymentPlan, build_command: str | None = None) -> str:
                         f"{plan.triton_max_batch_size}, {plan.instance_count} pre/post/BLS instance(s), "
                         f"{'decoupled (streaming)' if plan.decoupled else 'not decoupled'}"),
         ]  # fmt: skip
+    if plan.llmapi is not None:
+        rows += _pytorch_path_rows(plan.llmapi)
     memory = plan.memory
     if memory is not None:
         spare = memory.gpu_total - memory.weights - memory.activations - memory.runtime_overhead - memory.kv_cache
@@ -48,3 +50,25 @@ def format_plan(plan: DeploymentPlan, build_command: str | None = None) -> str:
     rows += [("note", note) for note in plan.notes]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _pytorch_path_rows(llmapi) -> list[tuple[str, str]]:
+    import shlex
+
+    from tritonrepo.pytorch_path.launch_files import server_argv
+
+    sizing = llmapi.sizing
+    return [
+        ("layout", f"{sizing.gpus}x {sizing.gpu} over {sizing.nodes} node(s) of {sizing.gpus_per_node}; tensor "
+                   f"{sizing.tp_size}, expert {sizing.ep_size}, pipeline {sizing.pp_size}; MoE backend "
+                   f"{sizing.moe_backend}"),
+        ("serving", f"{llmapi.serving} on TensorRT-LLM {llmapi.trtllm_version} ({llmapi.schema} options), image "
+                    f"{llmapi.image}"),
+        ("profile", f"{llmapi.profile}: attention data parallel {'on' if llmapi.attention_dp else 'off'}, CUDA graphs "
+                    f"up to batch {llmapi.cuda_graph_max_batch_size}, MTP {llmapi.mtp_layers or 'off'}, stream "
+                    f"interval {llmapi.stream_interval}, kv_cache_free_gpu_memory_fraction "
+                    f"{llmapi.kv_cache_free_gpu_memory_fraction}"),
+        ("launch", shlex.join(server_argv(llmapi, "<deployment>"))),
+        *(("env", f"{name}={value}") for name, value in llmapi.env),
+        *(("known issue", comment) for comment in llmapi.comments),
+    ]  # fmt: skip

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from tritonrepo import hardware
 from tritonrepo.engines import build_command
 from tritonrepo.plan import DeploymentPlan, PlanRequest, plan_deployment
-from tritonrepo.source.resolve import model_facts
+from tritonrepo.source.resolve import model_facts, model_reference
 from tritonrepo.trtllm.versions import newest_container
 
 
@@ -17,7 +17,26 @@ class PlanResult:
     build_command: str | None = None  # the trtllm-build command line the plan implies, when it compiles engines
 
     def as_dict(self) -> dict:
-        return {**self.plan.as_dict(), "trtllm_build": self.build_command}
+        data = {**self.plan.as_dict(), "trtllm_build": self.build_command}
+        if self.plan.llmapi is not None:
+            data["deployment"] = pytorch_path_files(self.plan.llmapi)
+        return data
+
+
+def pytorch_path_files(llmapi) -> dict:
+    """What `build` would write for a PyTorch-path plan, as data: the options, LLM(...) arguments, commands."""
+    import shlex
+
+    from tritonrepo.pytorch_path import launch_files
+    from tritonrepo.pytorch_path.llm_options import extra_options, llm_args
+
+    return {
+        "extra_llm_api_options": extra_options(llmapi),
+        "llm_args": llm_args(llmapi),
+        "launch_command": shlex.join(launch_files.server_argv(llmapi, "<deployment>")),
+        "env": dict(llmapi.env),
+        "known_issues": list(llmapi.comments),
+    }
 
 
 def make_plan(
@@ -31,7 +50,10 @@ def make_plan(
     else:
         target = hardware.detect_hardware()
         available = hardware.tensorrt_llm_installed()
-    plan = plan_deployment(name, facts, target, request, tensorrt_llm_available=available)
+    plan = plan_deployment(
+        name, facts, target, request, tensorrt_llm_available=available, model_ref=model_reference(model),
+        installed_version=hardware.tensorrt_llm_version(),
+    )  # fmt: skip
     if plan.runtime != "tensorrtllm":
         return PlanResult(plan=plan)
     if gpu:

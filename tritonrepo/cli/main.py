@@ -30,6 +30,40 @@ def _handle_errors(command):
     return wrapper
 
 
+def _pytorch_path_options(command):
+    """Options of the PyTorch path (DeepSeek-V3-architecture MoE models), shared by plan, build and export."""
+    options = [
+        click.option("--profile", type=click.Choice(["throughput", "latency"]), default="throughput",
+                     show_default=True, help="PyTorch path: attention data parallel + big batches, or small batches "
+                     "+ more MTP layers."),
+        click.option("--serving", type=click.Choice(["trtllm-serve", "triton"]), default="trtllm-serve",
+                     show_default=True, help="PyTorch path: trtllm-serve, or Triton's llmapi model behind our "
+                     "OpenAI front end."),
+        click.option("--trtllm-version", help="PyTorch path: the TensorRT-LLM to write for [default: the installed "
+                     "one, else the newest known]."),
+        click.option("--nodes", type=click.IntRange(min=1), help="PyTorch path: nodes the GPUs span [default: 8 "
+                     "GPUs per node, 4 for GB200]."),
+        click.option("--ep-size", type=click.IntRange(min=1), help="PyTorch path: expert parallel size [default: "
+                     "every GPU, within the MoE backend's limit]."),
+        click.option("--mtp", type=click.IntRange(min=0), help="PyTorch path: MTP next-n layers, 0 for off "
+                     "[default: 1 throughput, 3 latency]."),
+        click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), help="PyTorch path: KV cache dtype "
+                     "[default: fp8 where the backend supports it]."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _llmapi_request(profile, serving, trtllm_version, nodes, ep_size, mtp, kv_cache_dtype):
+    from tritonrepo.pytorch_path.tuning import LlmApiRequest
+
+    return LlmApiRequest(
+        profile=profile, serving=serving, trtllm_version=trtllm_version, nodes=nodes, ep_size=ep_size,
+        mtp_layers=mtp, kv_cache_dtype=kv_cache_dtype,
+    )  # fmt: skip
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tritonrepo")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (also TRITONREPO_QUIET=1).")
@@ -65,9 +99,12 @@ def cli(quiet: bool) -> None:
 @click.option(
     "--cache-dir", type=click.Path(path_type=Path), help="Hugging Face download cache [default: HF_HUB_CACHE]."
 )
+@click.option("--gpu", help="PyTorch path only: the target hardware, e.g. 'H200 x8' [default: this machine's GPUs].")
+@click.option("--download", is_flag=True, help="PyTorch path: fetch the weights now [default: the server does].")
+@_pytorch_path_options
 @_handle_errors
 def build(model, runtime, output, revision, max_batch_size, max_input_len, max_seq_len, decoupled, offline,
-          max_num_tokens, quantization, tp_size, pp_size, force, cache_dir) -> None:  # fmt: skip
+          max_num_tokens, quantization, tp_size, pp_size, force, cache_dir, gpu, download, **pytorch_path) -> None:  # fmt: skip
     """Build a validated Triton model repository for MODEL."""
     from tritonrepo.build import BuildRequest
     from tritonrepo.build import build as run_build
@@ -89,6 +126,9 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
             pp_size=pp_size,
             force=force,
             cache_dir=cache_dir,
+            gpu=gpu,
+            llmapi=_llmapi_request(**pytorch_path),
+            download=download,
         )
     )
     click.echo(str(result.path))
@@ -105,13 +145,18 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
 @click.option("--max-input-len", type=click.IntRange(min=1))
 @click.option("--max-seq-len", type=click.IntRange(min=2))
 @click.option("--max-num-tokens", type=click.IntRange(min=1))
-@click.option("--kv-cache-free-gpu-mem-fraction", type=click.FloatRange(0.05, 0.99), default=0.9, show_default=True)
+@click.option(
+    "--kv-cache-free-gpu-mem-fraction",
+    type=click.FloatRange(0.05, 0.99),
+    help="Share of free GPU memory for the KV cache [default: 0.9 engines, 0.8 PyTorch path].",
+)
 @click.option("--revision", help="Hub revision, when the model's config.json comes from the Hub.")
 @click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@_pytorch_path_options
 @_handle_errors
 def plan(model, gpu, runtime, quantization, tp_size, pp_size, max_batch_size, max_input_len, max_seq_len,
-         max_num_tokens, kv_cache_free_gpu_mem_fraction, revision, offline, as_json) -> None:  # fmt: skip
+         max_num_tokens, kv_cache_free_gpu_mem_fraction, revision, offline, as_json, **pytorch_path) -> None:  # fmt: skip
     """Show the deployment plan for MODEL on this machine's GPUs or on --gpu; no GPU needed."""
     from tritonrepo.plan import PlanRequest
     from tritonrepo.plan_report import format_plan
@@ -127,12 +172,55 @@ def plan(model, gpu, runtime, quantization, tp_size, pp_size, max_batch_size, ma
         tp_size=tp_size,
         pp_size=pp_size,
         kv_cache_free_gpu_mem_fraction=kv_cache_free_gpu_mem_fraction,
+        llmapi=_llmapi_request(**pytorch_path),
     )
     result = make_plan(model, gpu=gpu, request=request, revision=revision, offline=offline)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
         click.echo(format_plan(result.plan, result.build_command))
+
+
+@cli.group()
+def export() -> None:
+    """Write deployment configurations for other tools from a plan."""
+
+
+@export.command("dstack")
+@click.option("--model", "-m", required=True, help="A known model name, Hugging Face id or local folder.")
+@click.option("--gpu", required=True, help="The target hardware: NAME[xN], e.g. 'H200 x8', 'A100-40GB'.")
+@click.option("--quantization", type=click.Choice(["none", "fp8", "fp8-kv"]), default="none", show_default=True)
+@click.option("--max-batch-size", type=click.IntRange(min=1))
+@click.option("--max-seq-len", type=click.IntRange(min=2))
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("."), show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite configurations that differ.")
+@click.option("--install", default='pip install "tritonrepo[frontend]"', show_default=True,
+              help="How the container gets tritonrepo (a wheel URL, a git URL...).")  # fmt: skip
+@click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache.")
+@_pytorch_path_options
+@_handle_errors
+def export_dstack(model, gpu, quantization, max_batch_size, max_seq_len, output, force, install, offline,
+                  **pytorch_path) -> None:  # fmt: skip
+    """dstack task/service configurations that build and serve MODEL on --gpu (`dstack apply -f <file>`)."""
+    from tritonrepo.export.dstack import render_dstack, write_configurations
+    from tritonrepo.export.from_plan import dstack_target
+    from tritonrepo.plan import PlanRequest
+    from tritonrepo.planner import make_plan
+
+    request = PlanRequest(
+        max_batch_size=max_batch_size, max_seq_len=max_seq_len, quantization=quantization,
+        llmapi=_llmapi_request(**pytorch_path),
+    )  # fmt: skip
+    result = make_plan(model, gpu=gpu, request=request, offline=offline)
+    flags = {"--quantization": quantization if quantization != "none" else None, "--max-batch-size": max_batch_size,
+             "--max-seq-len": max_seq_len}  # fmt: skip
+    if result.plan.llmapi is not None:
+        flags.update({f"--{k.replace('_', '-')}": v for k, v in pytorch_path.items() if v is not None})
+        flags.pop("--trtllm-version", None)  # the container's own version decides there
+    build_args = tuple(str(part) for flag, value in flags.items() if value is not None for part in (flag, value))
+    target = dstack_target(result.plan, model_spec=model, build_args=build_args, install=install)
+    for path in write_configurations(output, render_dstack(target), force=force):
+        click.echo(str(path))
 
 
 @cli.command()
@@ -229,6 +317,11 @@ def serve(
     from tritonrepo.frontend.admission import api_keys_from
     from tritonrepo.frontend.policy import FrontendPolicy
     from tritonrepo.serving.launch import ServeOptions, default_repository, serve_repository
+    from tritonrepo.serving.trtllm_serve import is_trtllm_serve_deployment, serve_deployment
+
+    chosen = repository or default_repository()
+    if not str(chosen).startswith("s3://") and is_trtllm_serve_deployment(Path(chosen)):
+        sys.exit(serve_deployment(Path(chosen)))
 
     policy = FrontendPolicy(
         api_keys=api_keys_from(api_key),
@@ -243,7 +336,7 @@ def serve(
 
     serve_repository(
         ServeOptions(
-            repository=repository or default_repository(),
+            repository=chosen,
             host=host,
             http_port=http_port,
             grpc_port=grpc_port,

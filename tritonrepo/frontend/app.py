@@ -79,8 +79,13 @@ def _from_manifest(root: Path, manifest: dict[str, Any], override: str | None) -
     limits = manifest.get("limits") or {}
     parameters = manifest.get("parameters") or {}
     runtime_model = parameters.get("tensorrt_llm_model_name") or "tensorrt_llm"
-    # Streaming straight from the runtime model needs it decoupled; our builds say so in the manifest.
-    fast_path = runtime_model if parameters.get("decoupled_mode") and (root / runtime_model).is_dir() else None
+    # Streaming straight from the runtime model needs it decoupled (our builds say so in the manifest) and taking
+    # token ids: an llmapi model (TensorRT-LLM's PyTorch backend) of that name takes text_input instead, and is
+    # served as the entry point it is.
+    fast_path = None
+    if parameters.get("decoupled_mode") and (root / runtime_model).is_dir():
+        takes_text = "text_input" in _declared_inputs(root / runtime_model / "config.pbtxt")
+        fast_path = None if takes_text else runtime_model
     models = ServedModels(
         entry_points=entry_points,
         default_entry_point=default,
@@ -98,13 +103,62 @@ def _from_manifest(root: Path, manifest: dict[str, Any], override: str | None) -
     return RepositoryInfo(models=models, tokenizer_dir=_existing_dir(root, tokenizer_dir), manifest=manifest)
 
 
+def _declared_inputs(config_path: Path) -> set[str]:
+    """Input names a model's config.pbtxt declares; empty when it is missing or does not parse."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    except (OSError, UnicodeDecodeError, text_format.ParseError):
+        return set()
+    return {tensor.name for tensor in config.input}
+
+
 def _from_layout(root: Path, override: str | None) -> RepositoryInfo:
     entry_points = tuple(name for name in ENTRY_POINTS if (root / name / "config.pbtxt").is_file())
     if not entry_points:
+        from ..pytorch_path.triton_repo import find_llmapi_model
+
+        llmapi = find_llmapi_model(root)
+        if llmapi is not None:
+            return _from_llmapi(root, llmapi.name, llmapi.settings, override)
         names = ", ".join(ENTRY_POINTS)
-        raise ServerError(f"{root} has neither {MANIFEST} nor an entry-point model ({names}).")
+        raise ServerError(f"{root} has neither {MANIFEST} nor an entry-point model ({names}, or an llmapi model).")
     models = ServedModels(entry_points=entry_points, default_entry_point=entry_points[0], alias=override)
     return RepositoryInfo(models=models, tokenizer_dir=_existing_dir(root, _preprocessing_tokenizer_dir(root)))
+
+
+def _from_llmapi(root: Path, name: str, settings: dict[str, Any], override: str | None) -> RepositoryInfo:
+    """An llmapi repository (TensorRT-LLM's PyTorch backend) without a manifest: its model.yaml has the limits and
+    names the checkpoint, whose tokenizer the front end uses."""
+    models = ServedModels(
+        entry_points=(name,),
+        default_entry_point=name,
+        alias=override,
+        limits=ModelLimits(
+            max_input_len=settings.get("max_input_len"),
+            max_seq_len=settings.get("max_seq_len"),
+            max_batch_size=settings.get("max_batch_size"),
+        ),
+    )
+    return RepositoryInfo(models=models, tokenizer_dir=_checkpoint_dir(root, str(settings.get("model") or "")))
+
+
+def _checkpoint_dir(root: Path, model: str) -> Path:
+    """model.yaml's `model`: a folder (relative to the repository root), or a Hub id already in the local cache."""
+    path = Path(model) if Path(model).is_absolute() else root / model
+    if model and path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception as exc:  # not cached, not a valid id, offline: all mean "no tokenizer here"
+        raise ServerError(
+            f"Cannot find the tokenizer of {model!r}: it is neither a folder nor in the Hugging Face cache.",
+            hint="Download the model first, or point `model` in model.yaml at a local checkpoint folder.",
+        ) from exc
 
 
 def _preprocessing_tokenizer_dir(root: Path) -> str:

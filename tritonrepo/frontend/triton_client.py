@@ -75,7 +75,12 @@ _FIELD_INPUTS: dict[str, tuple[str, ...]] = {
     "frequency_penalty": ("frequency_penalty", "sampling_param_frequency_penalty"),
     "min_tokens": ("min_tokens", "min_length", "sampling_param_min_tokens"),
     "stream": ("stream", "streaming"),
-    "exclude_input": ("exclude_input_in_output", "exclude_input_from_output"),
+    "exclude_input": (
+        "exclude_input_in_output",
+        "exclude_input_from_output",
+        "sampling_param_exclude_input_from_output",
+    ),
+    "stop_words": ("stop_words", "sampling_param_stop"),
 }
 
 
@@ -144,9 +149,9 @@ def build_inputs(model: EntryModel, params: GenerationParams) -> list[InferInput
             values[name] = value
     values["return_num_output_tokens"] = True  # Triton's own OpenAI front end asks for token counts this way
     values["return_finish_reason"] = True  # the llmapi model says why it stopped when asked
-    if params.stop:
+    if params.stop and (name := input_for("stop_words", declared)) is not None:
         # Stop strings are also matched by the front end, so models without this input still stop at them.
-        values["stop_words"] = [stop.encode() for stop in params.stop]
+        values[name] = [stop.encode() for stop in params.stop]
     return [_tensor(model, name, value) for name, value in values.items() if name in declared]
 
 

@@ -37,7 +37,7 @@ def _pbtxt_bool(value: object) -> str:
     return "true" if value else "false"
 
 
-def _environment(root: Path):
+def template_environment(root: Path):
     import jinja2
 
     env = jinja2.Environment(
@@ -60,7 +60,7 @@ def render_repository(params: RepositoryParams, root: Path | None = None) -> Ren
     import jinja2
 
     root = root or templates_root()
-    env = _environment(root)
+    env = template_environment(root)
     variables = params.template_vars()
     shared = (root / PIPELINE / SHARED_MODULE).read_text()
     files: dict[str, str] = {}

@@ -11,6 +11,7 @@ from pathlib import Path
 from tritonrepo import progress
 from tritonrepo.errors import PortInUseError, ServerError
 from tritonrepo.frontend.policy import FrontendPolicy
+from tritonrepo.pytorch_path.triton_repo import find_llmapi_model
 from tritonrepo.repository.manifest import MANIFEST, read_manifest
 from tritonrepo.serving.tritonserver import TritonServer, check_stub_environment, find_tritonserver, port_is_free
 
@@ -61,6 +62,10 @@ def serve_repository(options: ServeOptions) -> None:
             f"port {options.openai_port} on {options.host} is already in use", hint="Choose another: --openai-port."
         )
     world_size = _check_engines(repository)
+    llmapi = find_llmapi_model(repository)  # TensorRT-LLM's PyTorch backend: its model.yaml sizes the launch
+    if llmapi is not None:
+        world_size = llmapi.world_size
+        _check_llmapi_gpus(llmapi.name, world_size)
     installation = find_tritonserver(options.tritonserver)
     check_stub_environment(installation)
     log_path = options.log_file or repository.with_name(repository.name + ".tritonserver.log")
@@ -74,25 +79,27 @@ def serve_repository(options: ServeOptions) -> None:
         metrics_port=options.metrics_port,
         host=options.host,
         world_size=world_size,
+        llmapi=llmapi is not None,
     )
-    if world_size > 1:
-        progress.say(f"    {world_size} GPU ranks: tritonserver under mpirun, leader mode (rank 0 serves requests)")
+    progress.say(f"    {launch_summary(world_size, llmapi.name if llmapi else None)}")
     started = time.monotonic()
     progress.say(f"==> Starting tritonserver ({installation.source}: {installation.binary})")
     try:
-        _serve_until_stopped(options, repository, server, started)
+        _serve_until_stopped(options, repository, server, started, llmapi.name if llmapi else "ensemble")
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM before the front end took over: a normal way to stop
         pass
     progress.say("Stopped.")
 
 
-def _serve_until_stopped(options: ServeOptions, repository: Path, server: TritonServer, started: float) -> None:
+def _serve_until_stopped(
+    options: ServeOptions, repository: Path, server: TritonServer, started: float, default_name: str
+) -> None:
     with server:
         server.wait_ready(timeout=options.ready_timeout, on_progress=_show_states)
         progress.say(f"    every model is ready after {time.monotonic() - started:.1f}s")
         progress.say(f"Triton: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics :{options.metrics_port}")
         if options.openai_port:
-            _run_frontend(options, repository, server)
+            _run_frontend(options, repository, server, default_name)
         else:
             progress.say("Press Ctrl-C to stop.")
             _wait_while_running(server)
@@ -158,7 +165,38 @@ def _check_engines(repository: Path) -> int:
     return int(record.get("world_size") or 1)
 
 
-def _run_frontend(options: ServeOptions, repository: Path, server: TritonServer) -> None:
+def launch_summary(world_size: int, llmapi_model: str | None = None) -> str:
+    """One line saying how tritonserver is launched, for the serve output."""
+    if llmapi_model is None:
+        if world_size == 1:
+            return "one tritonserver process"
+        return f"{world_size} GPU ranks: tritonserver under mpirun, leader mode (rank 0 serves requests)"
+    where = f"llmapi model {llmapi_model!r} (TensorRT-LLM PyTorch backend)"
+    if world_size == 1:
+        return f"{where} on 1 GPU: one plain tritonserver process"
+    return (
+        f"{where} on {world_size} GPUs: mpirun -n {world_size} trtllm-llmapi-launch tritonserver "
+        "(rank 0 serves requests, the other ranks are LLM API workers)"
+    )
+
+
+def _check_llmapi_gpus(name: str, world_size: int) -> None:
+    """`tritonrepo serve` launches on this machine only; a model wider than its GPUs would only fail inside mpirun."""
+    if world_size <= 1:
+        return
+    from tritonrepo import hardware
+
+    found = hardware.detect_hardware().count
+    if found < world_size:
+        raise ServerError(
+            f"the llmapi model {name!r} needs {world_size} GPUs (tensor x pipeline parallel) and this machine has "
+            f"{found}",
+            hint="Serve it on a machine with that many GPUs; across nodes, start one rank per GPU with "
+            "`mpirun ... trtllm-llmapi-launch tritonserver` yourself.",
+        )
+
+
+def _run_frontend(options: ServeOptions, repository: Path, server: TritonServer, default_name: str) -> None:
     from tritonrepo.frontend.app import FrontendSettings, run
 
     settings = FrontendSettings(
@@ -170,7 +208,7 @@ def _run_frontend(options: ServeOptions, repository: Path, server: TritonServer)
         policy=options.frontend,
     )
     manifest = read_manifest(repository) or {}
-    name = options.served_model_name or manifest.get("model", {}).get("name") or "ensemble"
+    name = options.served_model_name or manifest.get("model", {}).get("name") or default_name
     policy = options.frontend
     notes = [f"model {name!r}", "API key required" if policy.api_keys else "no API key"]
     if reasoning := policy.resolved_reasoning_parser(manifest):

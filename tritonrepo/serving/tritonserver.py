@@ -198,9 +198,11 @@ class TritonServer:
         extra_args: Sequence[str] = (),
         host: str = "127.0.0.1",
         world_size: int = 1,
+        llmapi: bool = False,
     ) -> None:
         self.installation = installation
-        self.world_size = world_size  # > 1: one rank per GPU under mpirun (leader mode), see serving/mpi.py
+        self.world_size = world_size  # > 1: one rank per GPU under mpirun, see serving/mpi.py
+        self.llmapi = llmapi  # the repository's model is the llmapi model: multi-GPU goes via trtllm-llmapi-launch
         self.repository = str(repository)  # a folder or an s3:// URL, passed through as is
         self.log_path = Path(log_path)
         self.ports = {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port}
@@ -245,10 +247,13 @@ class TritonServer:
         args += ["--log-verbose=0", "--exit-on-error=true", "--strict-readiness=true"]
         args += self.extra_args
         if self.world_size > 1:
-            from tritonrepo.serving.mpi import find_mpirun, leader_mode_command
+            from tritonrepo.serving import mpi
 
             args += ["--disable-auto-complete-config"]
-            return leader_mode_command(find_mpirun(), args, self.world_size)
+            if self.llmapi:
+                mpirun = mpi.find_mpirun("serving an llmapi model on several GPUs")
+                return mpi.llmapi_launch_command(mpirun, mpi.find_llmapi_launcher(), args, self.world_size)
+            return mpi.leader_mode_command(mpi.find_mpirun(), args, self.world_size)
         return args
 
     def start(self) -> None:

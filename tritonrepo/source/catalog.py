@@ -70,12 +70,24 @@ class ModelFacts:
             intermediate_size=int(text.get("intermediate_size") or 4 * hidden),
             vocab_size=int(text["vocab_size"]),
             max_position_embeddings=int(text.get("max_position_embeddings") or 4096),
-            native_dtype=str(text.get("torch_dtype") or text.get("dtype") or "bfloat16"),
+            native_dtype=_checkpoint_dtype(config, text),
             tie_word_embeddings=bool(text.get("tie_word_embeddings", False)),
             num_experts=int(text.get("n_routed_experts") or text.get("num_local_experts") or 0),
             kv_lora_rank=int(text.get("kv_lora_rank") or 0),
             qk_rope_head_dim=int(text.get("qk_rope_head_dim") or 0),
         )
+
+
+def _checkpoint_dtype(config: dict, text: dict) -> str:
+    """The weights' precision: a quantization_config (DeepSeek's block FP8, ModelOpt's NVFP4) beats torch_dtype,
+    which names only the unquantized tensors' type."""
+    quant = config.get("quantization_config") or {}
+    algo = str(quant.get("quant_algo") or "").upper()
+    if "FP4" in algo:
+        return "nvfp4"
+    if str(quant.get("quant_method") or "").lower() == "fp8" or algo.startswith("FP8"):
+        return "fp8"
+    return str(text.get("torch_dtype") or text.get("dtype") or "bfloat16")
 
 
 @dataclass(frozen=True)

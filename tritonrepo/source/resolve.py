@@ -137,7 +137,7 @@ def model_facts(spec: str, *, revision: str | None = None, offline: bool = False
         config = path / "config.json"
         if not config.is_file():
             raise UnsupportedModelError(f"{path} has no config.json")
-        return path.name, ModelFacts.from_config(json.loads(config.read_text()))
+        return path.name, ModelFacts.from_config(_config_with_quantization(path))
     if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
         resolve_model(spec)  # raises the same clear error a build would
     from huggingface_hub import errors as hub_errors
@@ -155,3 +155,22 @@ def model_facts(spec: str, *, revision: str | None = None, offline: bool = False
             hint="Plan offline with a known model name or a local checkpoint folder.",
         ) from None
     return spec.split("/")[-1], ModelFacts.from_config(json.loads(Path(config).read_text()))
+
+
+def _config_with_quantization(path: Path) -> dict:
+    """config.json, plus ModelOpt's hf_quant_config.json (NVIDIA's FP4 checkpoints) as its quantization_config."""
+    config = json.loads((path / "config.json").read_text())
+    quant_file = path / "hf_quant_config.json"
+    if "quantization_config" not in config and quant_file.is_file():
+        config["quantization_config"] = json.loads(quant_file.read_text()).get("quantization", {})
+    return config
+
+
+def model_reference(spec: str) -> str:
+    """What a runtime that loads the checkpoint itself (trtllm-serve, LLM(model=...)) is given: the Hub id of a known
+    or Hub model, or the absolute path of a local folder."""
+    entry = lookup(spec)
+    if entry is not None:
+        return entry.hf_id
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.is_dir() else spec
