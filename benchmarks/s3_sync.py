@@ -91,7 +91,8 @@ def empty_bucket(s3, name: str) -> None:
 def bench_tritonrepo(src: Path, dst: Path, url: str, endpoint: str, extra: dict) -> tuple[float, float]:
     tool = (BIN / "tritonrepo", "-q")
     flags = ("--endpoint-url", endpoint, "--json")
-    push_s = timed(lambda: run(*tool, "push", src, url, *flags))
+    push_flags = (*flags, *os.environ.get("TRITONREPO_BENCH_PUSH_ARGS", "").split())
+    push_s = timed(lambda: run(*tool, "push", src, url, *push_flags))
     pull_s = timed(lambda: run(*tool, "pull", url, dst, *flags))
     extra["tritonrepo no-op re-push"] = timed(lambda: run(*tool, "push", src, url, *flags))
     extra["tritonrepo no-op re-pull"] = timed(lambda: run(*tool, "pull", url, dst, *flags))
@@ -129,7 +130,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--large-mb", type=int, default=1536, help="size of the one large file (MiB)")
     parser.add_argument("--small-files", type=int, default=2000, help="number of 1-4 KiB files")
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of: " + ", ".join(TOOLS))
+    parser.add_argument("--push-args", default="", help="extra flags for tritonrepo push, e.g. '--concurrency 8'")
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.tools.split(",")]
+    unknown = sorted(set(chosen) - set(TOOLS))
+    if unknown:
+        parser.error(f"unknown tools: {', '.join(unknown)}")
+    os.environ["TRITONREPO_BENCH_PUSH_ARGS"] = args.push_args
     work = Path(tempfile.mkdtemp(prefix="s3bench-"))
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing",
@@ -151,6 +159,8 @@ def main() -> None:
         results: dict[str, tuple[float, float] | str] = {}
         extra: dict[str, float | str] = {}
         for number, (name, (exe, bench)) in enumerate(TOOLS.items()):
+            if name not in chosen:
+                continue
             if exe and not (BIN / exe).exists() and not shutil.which(exe):
                 results[name] = "not installed"
                 continue

@@ -379,7 +379,9 @@ def _storage_options(command):
         click.option("--region", help="AWS region [default: from the profile or AWS_DEFAULT_REGION]."),
         click.option("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 (MinIO, moto)."),
         click.option(
-            "--part-size", type=click.IntRange(min=5), default=64, show_default=True, help="Multipart size in MiB."
+            "--part-size",
+            type=click.IntRange(min=5),
+            help="Multipart size in MiB [default: 16 for push, 64 for pull].",
         ),
         click.option(
             "--concurrency", type=click.IntRange(min=1), default=16, show_default=True, help="Files/parts in flight."
@@ -401,7 +403,7 @@ def _transfer(action, source, destination, profile, region, endpoint_url, part_s
         profile=profile,
         region=region,
         endpoint_url=endpoint_url,
-        part_size=part_size << 20,
+        part_size=part_size << 20 if part_size else None,
         concurrency=concurrency,
         delete=delete,
         dry_run=dry_run,
