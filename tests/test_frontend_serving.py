@@ -231,6 +231,22 @@ def test_closing_the_stream_early_closes_the_generation(tokenizer):
     assert generator.closed_early == 1 and generator.finished == 0
 
 
+def test_the_generation_starts_while_the_opening_chunk_is_sent_and_leaving_then_cancels_it(tokenizer):
+    generator = ScriptedGenerator(hang_after=0)
+
+    async def take_the_opening_then_leave():
+        stream = await make_serving(tokenizer, generator).chat(chat_request(stream=True))
+        opening = await anext(stream)
+        await asyncio.wait_for(generator.hanging.wait(), 5)  # Triton is asked before the client reads on
+        started = len(generator.calls)
+        await stream.aclose()
+        return opening, started
+
+    opening, started = run(take_the_opening_then_leave())
+    assert '"role":"assistant"' in opening and started == 1
+    assert generator.closed_early == 1 and generator.finished == 0
+
+
 # --- completions ---------------------------------------------------------------------------------------------------
 def test_completion_non_streamed_with_echo_and_bos_counted(tokenizer):
     generator = ScriptedGenerator()

@@ -34,6 +34,8 @@ from .reasoning import Split, split_whole, splitter_for
 from .text import IncrementalText, StopStringMatcher
 from .triton_client import GenerationError, GenerationParams, TextGenerator, input_for
 
+_END = object()  # the end of a text stream, for anext()
+
 if TYPE_CHECKING:
     from .metrics import FrontendMetrics
 
@@ -237,12 +239,24 @@ class OpenAIServing:
 
         outcome = _Outcome()
         splitter = splitter_for(reasoning_parser)
-        if opening is not None:
-            yield event([opening])
-        async for text in self._texts(job, outcome):
-            split = splitter.feed(text) if splitter is not None else Split(content=text)
-            if split:
-                yield event([piece(split)])
+        texts = self._texts(job, outcome)
+        # The Triton request starts now and runs while the opening chunk goes out, not after the client has it.
+        first = asyncio.ensure_future(anext(texts, _END))
+        try:
+            if opening is not None:
+                yield event([opening])
+            text = await first
+            while text is not _END:
+                split = splitter.feed(text) if splitter is not None else Split(content=text)
+                if split:
+                    yield event([piece(split)])
+                text = await anext(texts, _END)
+        finally:
+            if not first.done():  # the client went away before the first text: cancel it, and the request
+                first.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await first
+            await texts.aclose()
         if splitter is not None and (rest := splitter.finish()):
             yield event([piece(rest)])
         yield event([final(outcome.finish_reason)])
