@@ -72,6 +72,10 @@ def test_each_support_matrix_row_gives_parsable_options_and_command(model, gpu, 
         assert options["moe_config"]["max_num_tokens"] == plan.max_num_tokens
     else:
         assert "max_num_tokens" not in options["moe_config"]
+    if backend == "WIDEEP":  # 256 experts over 72 GPUs: 288 balanced slots, as in the recipe
+        assert options["moe_config"]["load_balancer"] == {"num_slots": 288, "layer_updates_per_iter": 1}
+    else:
+        assert "load_balancer" not in options["moe_config"]
     argv = _serve_argv(plan)
     assert argv[:2] == ["trtllm-serve", lookup(model).hf_id]
     assert (_flag(argv, "--tp_size"), _flag(argv, "--ep_size"), _flag(argv, "--backend")) == (
@@ -150,6 +154,7 @@ def test_llm_args_hold_every_flag_for_the_llmapi_model():
         ("DeepSeek-R1-FP4", "H200 x8", "1.0.0", ["NVFP4 weights need Blackwell"]),
         ("DeepSeek-R1", "B200 x8", "0.20.0", ["needs TensorRT-LLM 1.0.0 or newer"]),
         ("DeepSeek-R1-FP4", "B200 x2", "1.0.0", ["needs at least 4x B200"]),
+        ("DeepSeek-R1-FP4", "GB200 x72", "0.20.0", ["needs TensorRT-LLM 1.0.0 or newer"]),
     ],  # fmt: skip
 )
 def test_too_little_or_the_wrong_hardware_is_refused_with_numbers_and_alternatives(model, gpu, version, expected):
@@ -167,6 +172,12 @@ def test_expert_parallel_beyond_the_row_is_capped_or_refused():
         _plan("DeepSeek-R1", "B200 x16", trtllm_version="1.0.0", ep_size=16)
     with pytest.raises(PlanError, match="do not split evenly over 3 nodes"):
         _plan("DeepSeek-R1", "H200 x8", nodes=3)
+    with pytest.raises(PlanError, match="do not fill nodes of 8"):
+        _plan("DeepSeek-R1", "H200 x12")
+    twelve = _plan("DeepSeek-R1", "H200 x12", nodes=2).sizing
+    assert (twelve.gpus_per_node, twelve.tp_size, twelve.ep_size) == (6, 12, 4)  # 256 experts split 4 ways, not 12
+    with pytest.raises(PlanError, match="must divide both tensor parallel 12 and the 256 experts"):
+        _plan("DeepSeek-R1", "H200 x12", nodes=2, ep_size=12)
     with pytest.raises(PlanError, match="--profile"):
         _plan("DeepSeek-R1", "H200 x8", profile="fast")
 

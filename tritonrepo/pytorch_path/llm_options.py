@@ -38,6 +38,8 @@ def extra_options(plan: LlmApiPlan) -> dict:
         moe = {"backend": plan.sizing.moe_backend}
         if plan.moe_max_num_tokens:
             moe["max_num_tokens"] = plan.moe_max_num_tokens
+        if plan.sizing.moe_slots:  # online expert-placement balancer, as the recipe's wide-EP example
+            moe["load_balancer"] = {"num_slots": plan.sizing.moe_slots, "layer_updates_per_iter": 1}
         options["moe_config"] = moe
     else:
         backend: dict = {

@@ -28,6 +28,7 @@ DISTILLS = (
     "DeepSeek-R1-Distill-Llama-8B",
 )
 BLACKWELL_FP8 = Version(1, 0, 0)  # seed 001 (1.0) has a DEEPGEMM row for it; seed 002 (0.19) says "WIP"
+WIDE_EP = BLACKWELL_FP8  # also from seed 001 only
 NVL72_GPUS = 72
 GB200_GPUS_PER_NODE = 4  # a GB200 compute tray holds 4 GPUs; NVLink joins 72 across trays
 
@@ -54,7 +55,8 @@ ROWS: tuple[Row, ...] = (
     *(Row(gpus, "fp8", n, n, ("CUTLASS",)) for gpus, n in HOPPER_FP8),
     Row(("B200", "GB200"), "nvfp4", 4, 8, ("CUTLASS", "TRTLLM"), max_ep=8),
     Row(("B200", "GB200"), "fp8", 8, 8, ("DEEPGEMM",), max_ep=8, min_version=BLACKWELL_FP8),
-    Row(("GB200",), "nvfp4", 16, NVL72_GPUS, ("WIDEEP",)),  # NVL72, expert parallel beyond 8
+    # NVL72, expert parallel beyond 8; the older schema has no moe_config to choose WIDEEP with
+    Row(("GB200",), "nvfp4", 16, NVL72_GPUS, ("WIDEEP",), min_version=WIDE_EP),
 )
 
 
@@ -72,6 +74,7 @@ class Sizing:
     ep_size: int
     moe_backend: str
     notes: tuple[str, ...] = ()
+    moe_slots: int | None = None  # WIDEEP: expert slots for the load balancer, a multiple of ep_size (seed 001: 288)
 
 
 def checkpoint_precision(native_dtype: str) -> str:
@@ -100,6 +103,7 @@ def size(
     nodes: int | None = None,
     pp_size: int = 1,
     ep_size: int | None = None,
+    num_experts: int = 256,
 ) -> Sizing:
     """The layout for `hardware`, or UnsupportedHardwareError with the numbers and what would work instead."""
     gpu = hardware.gpu
@@ -139,14 +143,22 @@ def size(
     if count < row.min_gpus:
         raise _refuse(model, precision, hardware, f"{model} ({precision.upper()}) needs at least {row.min_gpus}x "
                       f"{gpu.name}; {hardware.describe()} has {count}", need=row.min_gpus)  # fmt: skip
-    if tp % wanted_ep:
-        raise PlanError(f"expert parallel {wanted_ep} must divide tensor parallel {tp}")
+    wide = row.moe_backends[0] == "WIDEEP"  # its load balancer spreads expert slots, not whole experts
+    if tp % wanted_ep or (num_experts % wanted_ep and not wide):
+        if ep_size:
+            raise PlanError(
+                f"expert parallel {ep_size} must divide both tensor parallel {tp} and the {num_experts} experts",
+                hint="Choose another --ep-size, or leave it out.",
+            )
+        wanted_ep = max(e for e in range(1, wanted_ep + 1) if tp % e == 0 and num_experts % e == 0)
+        notes.append(f"expert parallel {wanted_ep}: the largest that divides both {tp} GPUs and {num_experts} experts")
     if count < row.recommended_gpus:
         notes.append(f"{count} GPUs work; the recipe recommends {row.recommended_gpus} for best performance")
     per_node = _gpus_per_node(gpu, count, nodes)
     return Sizing(
         row=row, gpu=gpu.name, gpus=count, nodes=count // per_node, gpus_per_node=per_node, tp_size=tp, pp_size=pp_size,
         ep_size=wanted_ep, moe_backend=row.moe_backends[0], notes=tuple(notes),
+        moe_slots=math.ceil(num_experts / wanted_ep) * wanted_ep if wide else None,
     )  # fmt: skip
 
 
@@ -155,8 +167,13 @@ def _gpus_per_node(gpu: GpuSpec, count: int, nodes: int | None) -> int:
         if count % nodes:
             raise PlanError(f"{count} GPUs do not split evenly over {nodes} nodes", hint="Give a GPU count that does.")
         return count // nodes
-    per_node = GB200_GPUS_PER_NODE if gpu.name == "GB200" else 8  # an HGX/DGX board holds 8
-    return min(count, per_node) if count % min(count, per_node) == 0 else count
+    per_node = min(count, GB200_GPUS_PER_NODE if gpu.name == "GB200" else 8)  # a GB200 tray holds 4, HGX boards 8
+    if count % per_node:
+        raise PlanError(
+            f"{count}x {gpu.name} do not fill nodes of {per_node}",
+            hint="Say how they are spread with --nodes, or give a multiple of the GPUs per node.",
+        )
+    return per_node
 
 
 def _refuse(model: str, precision: str, hardware: Hardware, why: str, *, need: int | None = None):

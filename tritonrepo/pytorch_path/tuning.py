@@ -133,7 +133,7 @@ def plan_llmapi(
         )
     precision = checkpoint_precision(facts.native_dtype)
     sizing = size(display_name, precision, hardware, version, nodes=request.nodes, pp_size=request.pp_size,
-                  ep_size=request.ep_size)  # fmt: skip
+                  ep_size=request.ep_size, num_experts=facts.num_experts)  # fmt: skip
     knobs = PROFILE_KNOBS[request.profile]
     gpu = hardware.gpu
     max_seq_len = request.max_seq_len or min(DEFAULT_MAX_SEQ_LEN, facts.max_position_embeddings)
