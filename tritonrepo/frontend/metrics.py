@@ -146,26 +146,24 @@ class FrontendMetrics:
         self.http_requests_in_flight = Gauge(
             "tritonrepo_http_requests_in_flight", "HTTP requests being handled now.", ["endpoint"], registry=registry
         )
-        self.time_to_first_token = Histogram(
+
+        def per_model_histogram(name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, documentation, ["model"], buckets=buckets, registry=registry)
+
+        self.time_to_first_token = per_model_histogram(
             "tritonrepo_time_to_first_token_seconds",
             "Time from the start of a generation to its first tokens.",
-            ["model"],
-            buckets=REQUEST_LATENCY_BUCKETS,
-            registry=registry,
+            REQUEST_LATENCY_BUCKETS,
         )
-        self.inter_token_latency = Histogram(
+        self.inter_token_latency = per_model_histogram(
             "tritonrepo_inter_token_latency_seconds",
             "Time between generated tokens after the first, one observation per token.",
-            ["model"],
-            buckets=INTER_TOKEN_BUCKETS,
-            registry=registry,
+            INTER_TOKEN_BUCKETS,
         )
-        self.e2e_request_latency = Histogram(
+        self.e2e_request_latency = per_model_histogram(
             "tritonrepo_e2e_request_latency_seconds",
             "Time from the start to the end of a generation that was not cancelled.",
-            ["model"],
-            buckets=REQUEST_LATENCY_BUCKETS,
-            registry=registry,
+            REQUEST_LATENCY_BUCKETS,
         )
         self.prompt_tokens = Counter(
             "tritonrepo_prompt_tokens_total", "Prompt tokens processed.", ["model"], registry=registry
