@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -191,6 +192,58 @@ def test_error_mid_stream_becomes_error_event_then_done(make_app):
     assert events[-1] == "[DONE]"
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_stream_failing_before_any_text_is_an_http_error(make_app, path):
+    app, _ = make_app(ScriptedGenerator(error=GenerationError(400, "prompt rejected by the engine"), error_after=0))
+    body = {**CHAT, "stream": True} if "chat" in path else {"prompt": "hi", "stream": True}
+    error = assert_openai_error(run(post(app, path, json=body)), 400)
+    assert error["message"] == "prompt rejected by the engine"
+
+
+def test_completion_routes_refuse_other_methods_in_the_openai_shape(make_app):
+    app, _ = make_app()
+
+    async def get():
+        async with client_for(app) as client:
+            return await client.get("/v1/chat/completions")
+
+    response = run(get())
+    assert_openai_error(response, 405)
+    assert response.headers["allow"] == "POST"
+
+
+def test_openapi_documents_the_completion_routes_with_their_models(make_app):
+    app, _ = make_app()
+
+    async def get():
+        async with client_for(app) as client:
+            return (await client.get("/openapi.json")).json()
+
+    schema = run(get())
+    components = schema["components"]["schemas"]
+    for path, request_model in (
+        ("/v1/chat/completions", "ChatCompletionRequest"),
+        ("/v1/completions", "CompletionRequest"),
+    ):
+        body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{request_model}"}
+        assert "max_tokens" in components[request_model]["properties"]
+    refs = set(_refs(schema))
+    assert refs and all(ref.removeprefix("#/components/schemas/") in components for ref in refs)  # none dangle
+
+
+def _refs(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
 async def call_with_disconnect(
     app, path: str, body: dict, disconnect: asyncio.Event, *, slow_client: bool = False
 ) -> list[dict]:
@@ -260,7 +313,8 @@ def test_client_disconnect_while_stream_is_paused_closes_the_generation_at_once(
 
 def test_shutdown_ends_open_streams_at_the_next_event(make_app):
     app, generator = make_app()
-    app.state.stopping = lambda: bool(generator.calls)  # uvicorn began shutting down once generation started
+    asked = itertools.count()
+    app.state.stopping = lambda: next(asked) >= 1  # asked after each event: uvicorn began shutting down after the first
     events = sse_events(run(post(app, "/v1/chat/completions", json={**CHAT, "stream": True})).text)
     assert json.loads(events[1])["choices"][0]["delta"] == {"content": "h"}
     assert "shutting down" in json.loads(events[2])["error"]["message"] and events[3:] == ["[DONE]"]

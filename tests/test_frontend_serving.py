@@ -35,8 +35,10 @@ def chat_request(**fields):
     )
 
 
-async def collect(stream) -> list[dict | str]:
-    """The SSE events of a stream, checking the wire format of each as it comes."""
+async def collect(starting) -> list[dict | str]:
+    """The SSE events of a stream (from serving.chat/complete, awaited here: the stream's generation starts in that
+    call, so it must run on the loop that reads the stream), checking the wire format of each as it comes."""
+    stream = await starting
     events = []
     async for line in stream:
         assert line.startswith("data: ") and line.endswith("\n\n"), line
@@ -73,7 +75,7 @@ def test_chat_non_streamed_content_usage_and_request(tokenizer):
 
 def test_chat_stream_deltas_equal_non_streamed_content_despite_split_characters(tokenizer):
     serving = make_serving(tokenizer)
-    events = run(collect(run(serving.chat(chat_request(stream=True)))))
+    events = run(collect(serving.chat(chat_request(stream=True))))
     assert events[-1] == "[DONE]"
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert events[0]["object"] == "chat.completion.chunk"
@@ -86,7 +88,7 @@ def test_chat_stream_deltas_equal_non_streamed_content_despite_split_characters(
 
 def test_chat_stream_usage_chunk_when_asked(tokenizer):
     serving = make_serving(tokenizer)
-    events = run(collect(run(serving.chat(chat_request(stream=True, stream_options={"include_usage": True})))))
+    events = run(collect(serving.chat(chat_request(stream=True, stream_options={"include_usage": True}))))
     usage_event = events[-2]
     assert usage_event["choices"] == []
     assert usage_event["usage"]["completion_tokens"] == len(REPLY_CHUNKS)
@@ -106,7 +108,7 @@ def test_stop_string_truncates_sets_stop_and_ends_generation(tokenizer, stream):
     # "🙂" arrives in three chunks; max_tokens equal to the chunk count would otherwise say "length".
     request = chat_request(stop=["🙂", "never"], max_tokens=len(REPLY_CHUNKS), stream=stream)
     if stream:
-        events = run(collect(run(serving.chat(request))))
+        events = run(collect(serving.chat(request)))
         content, reason = chat_content(events), events[-2]["choices"][0]["finish_reason"]
         assert generator.closed_early == 1  # stopping early closes the generation (Triton cancels it)
     else:
@@ -208,12 +210,8 @@ def test_triton_unavailable_fails_before_the_stream_starts(tokenizer):
 def test_generation_error_mid_stream_surfaces_as_openai_error(tokenizer):
     generator = ScriptedGenerator(error=GenerationError(400, "bad stop words"), error_after=2)
 
-    async def consume():
-        stream = await make_serving(tokenizer, generator).chat(chat_request(stream=True))
-        return await collect(stream)
-
     with pytest.raises(OpenAIError) as caught:
-        run(consume())
+        run(collect(make_serving(tokenizer, generator).chat(chat_request(stream=True))))
     assert caught.value.status == 400 and caught.value.message == "bad stop words"
 
 
@@ -231,20 +229,38 @@ def test_closing_the_stream_early_closes_the_generation(tokenizer):
     assert generator.closed_early == 1 and generator.finished == 0
 
 
-def test_the_generation_starts_while_the_opening_chunk_is_sent_and_leaving_then_cancels_it(tokenizer):
+def test_the_generation_starts_with_the_stream_and_closing_it_unread_cancels_it(tokenizer):
     generator = ScriptedGenerator(hang_after=0)
 
-    async def take_the_opening_then_leave():
+    async def start_then_leave():
         stream = await make_serving(tokenizer, generator).chat(chat_request(stream=True))
-        opening = await anext(stream)
-        await asyncio.wait_for(generator.hanging.wait(), 5)  # Triton is asked before the client reads on
+        # Triton is asked before anyone reads the stream (the web layer sets up its response meanwhile) ...
+        await asyncio.wait_for(generator.hanging.wait(), 5)
         started = len(generator.calls)
-        await stream.aclose()
-        return opening, started
+        await stream.aclose()  # ... and a client gone before the response started still cancels the request
+        return started
 
-    opening, started = run(take_the_opening_then_leave())
-    assert '"role":"assistant"' in opening and started == 1
+    assert run(start_then_leave()) == 1
     assert generator.closed_early == 1 and generator.finished == 0
+
+
+def test_the_opening_event_waits_for_the_first_text(tokenizer):
+    generator = ScriptedGenerator(hang_after=0)  # the runtime is still prefilling: no text yet
+
+    async def read_while_prefilling():
+        stream = await make_serving(tokenizer, generator).chat(chat_request(stream=True))
+        reading = asyncio.ensure_future(anext(stream))
+        await asyncio.wait_for(generator.hanging.wait(), 5)
+        for _ in range(10):  # an opening sent ahead of the text would have arrived by now
+            await asyncio.sleep(0)
+        waiting = not reading.done()
+        reading.cancel()
+        await asyncio.wait({reading})
+        await stream.aclose()
+        return waiting
+
+    assert run(read_while_prefilling())
+    assert generator.closed_early == 1
 
 
 # --- completions ---------------------------------------------------------------------------------------------------
@@ -260,7 +276,7 @@ def test_completion_non_streamed_with_echo_and_bos_counted(tokenizer):
 
 def test_completion_stream_matches_non_streamed(tokenizer):
     serving = make_serving(tokenizer)
-    events = run(collect(run(serving.complete(CompletionRequest(prompt="Once", stream=True, stop=["wör"])))))
+    events = run(collect(serving.complete(CompletionRequest(prompt="Once", stream=True, stop=["wör"]))))
     assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "stop"
     streamed = "".join(e["choices"][0]["text"] for e in events[:-1])
     assert streamed == run(serving.complete(CompletionRequest(prompt="Once", stop=["wör"]))).choices[0].text
@@ -290,7 +306,30 @@ def entry_model(batched=True, extra=()):
 
 
 def sent(inputs) -> dict:
-    return {tensor.name(): (tensor.datatype(), tensor.shape()) for tensor in inputs}
+    return {tensor.name: (tensor.datatype, tensor.shape) for tensor in inputs}
+
+
+def test_tensors_are_in_tritons_raw_wire_format_and_reach_the_request():
+    import numpy as np
+    from tritonclient.utils import deserialize_bytes_tensor
+
+    from tritonrepo.frontend.triton_client import build_inputs, build_request
+
+    params = GenerationParams(prompt="hé", max_tokens=5, temperature=0.5, seed=2**63 + 1, stop=("a", "bc"))
+    tensors = {tensor.name: tensor for tensor in build_inputs(entry_model(), params)}
+    # Decoded with tritonclient's own readers, so the bytes are what Triton expects.
+    assert list(deserialize_bytes_tensor(tensors["text_input"].data)) == ["hé".encode()]
+    assert list(deserialize_bytes_tensor(tensors["stop_words"].data)) == [b"a", b"bc"]
+    assert np.frombuffer(tensors["max_tokens"].data, np.int32).tolist() == [5]
+    assert np.frombuffer(tensors["temperature"].data, np.float32).tolist() == [0.5]
+    assert np.frombuffer(tensors["random_seed"].data, np.uint64).tolist() == [2**63 + 1]
+    assert np.frombuffer(tensors["stream"].data, np.bool_).tolist() == [True]
+    request = build_request("ensemble", "req-1", list(tensors.values()))
+    assert request.model_name == "ensemble" and request.id == "req-1"
+    assert [(i.name, i.datatype, list(i.shape)) for i in request.inputs] == [
+        (t.name, t.datatype, t.shape) for t in tensors.values()
+    ]
+    assert list(request.raw_input_contents) == [t.data for t in tensors.values()]
 
 
 def test_build_inputs_sends_only_declared_inputs_with_batch_dim():
@@ -326,7 +365,7 @@ def test_parse_result_joins_bytes_and_reads_final_flag():
     import struct
 
     import numpy as np
-    from tritonclient.grpc import InferResult, service_pb2
+    from tritonclient.grpc import service_pb2
 
     from tritonrepo.frontend.triton_client import parse_result
 
@@ -335,12 +374,12 @@ def test_parse_result_joins_bytes_and_reads_final_flag():
     response.raw_output_contents.append(struct.pack("<I", 2) + b"h\xc3")  # Triton's BYTES wire format
     response.outputs.add(name="num_output_tokens", datatype="INT32", shape=[1, 1])
     response.raw_output_contents.append(np.array([[2]], dtype=np.int32).tobytes())
-    chunk, final = parse_result(InferResult(response))
+    chunk, final = parse_result(response)
     assert chunk.text_bytes == b"h\xc3" and chunk.num_tokens == 2 and not final
 
     empty_final = service_pb2.ModelInferResponse(model_name="ensemble")
     empty_final.parameters["triton_final_response"].bool_param = True
-    assert parse_result(InferResult(empty_final)) == (None, True)
+    assert parse_result(empty_final) == (None, True)
 
 
 @pytest.mark.parametrize(
@@ -368,7 +407,7 @@ def test_chat_reasoning_split_whole_and_streamed_agree(tokenizer):
     serving = make_serving(tokenizer, generator, reasoning_parser="deepseek-r1")
     whole = run(serving.chat(chat_request())).model_dump()["choices"][0]["message"]
     assert whole == {"role": "assistant", "content": "\n\nIt is 猫.", "reasoning_content": "Let me think 思"}
-    events = run(collect(run(serving.chat(chat_request(stream=True)))))
+    events = run(collect(serving.chat(chat_request(stream=True))))
     deltas = [e["choices"][0]["delta"] for e in events[:-1] if e["choices"]]
     assert "".join(d.get("reasoning_content", "") for d in deltas) == whole["reasoning_content"]
     assert "".join(d.get("content", "") for d in deltas) == whole["content"]
@@ -461,7 +500,7 @@ def test_the_alias_goes_to_the_runtime_model_and_named_entry_points_stay_themsel
 
 def test_runtime_model_inputs_are_token_ids_and_its_output_ids_become_exact_bytes():
     import numpy as np
-    from tritonclient.grpc import InferResult, service_pb2
+    from tritonclient.grpc import service_pb2
 
     from tritonrepo.frontend.triton_client import EntryModel, build_inputs, parse_result
 
@@ -494,7 +533,7 @@ def test_runtime_model_inputs_are_token_ids_and_its_output_ids_become_exact_byte
     response = service_pb2.ModelInferResponse(model_name="tensorrt_llm")
     response.outputs.add(name="output_ids", datatype="INT32", shape=[1, 1, 2])
     response.raw_output_contents.append(np.array([[[1, 2]]], dtype=np.int32).tobytes())
-    chunk, _ = parse_result(InferResult(response), token_bytes=[b"", b"\xe7\x8c", b"\xab!"])
+    chunk, _ = parse_result(response, token_bytes=[b"", b"\xe7\x8c", b"\xab!"])
     assert chunk.text_bytes == "猫!".encode() and chunk.num_tokens == 2
 
 

@@ -349,7 +349,7 @@ def test_the_front_end_sends_upstreams_input_names():
     text = render_llmapi_repository(DEEPSEEK_ARGS, triton_max_batch_size=0)["tensorrt_llm/config.pbtxt"]
     entry = EntryModel.from_config(text_format.Parse(text, model_config_pb2.ModelConfig()))
     params = GenerationParams(prompt="hi", max_tokens=7, temperature=0.5, seed=3, stop=("\n\n",), stream=True)
-    sent = {tensor.name(): tensor for tensor in build_inputs(entry, params)}
+    sent = {tensor.name: tensor for tensor in build_inputs(entry, params)}
     assert set(sent) == {
         "text_input", "streaming", "sampling_param_max_tokens", "sampling_param_temperature", "sampling_param_seed",
         "sampling_param_stop", "sampling_param_exclude_input_from_output", "return_finish_reason",

@@ -39,7 +39,7 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
     # Servers started with a root path put it in front of `path`; routes (and so our prefixes) are matched without it.
     path, root = scope.get("path", ""), scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
@@ -75,7 +75,7 @@ class ApiKeyMiddleware:
         if (
             not self._keys
             or scope["type"] != "http"
-            or not _route_path(scope).startswith(self.protected_prefix)
+            or not route_path(scope).startswith(self.protected_prefix)
             or _is_cors_preflight(scope)
         ):
             await self.app(scope, receive, send)
@@ -237,7 +237,7 @@ class ConcurrencyLimitMiddleware:
         return len(self._waiters)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _route_path(scope) not in self.paths:
+        if scope["type"] != "http" or route_path(scope) not in self.paths:
             await self.app(scope, receive, send)
             return
         if self._in_flight < self.max_in_flight and not self._waiters:

@@ -215,6 +215,7 @@ def build_app(settings: FrontendSettings, generator: TextGenerator | None = None
     """The FastAPI app with its state built once; `generator` replaces the Triton client (tests)."""
     from fastapi import FastAPI
 
+    from .completion_routes import CompletionRoutes, document_completion_routes
     from .metrics import FrontendMetrics, metrics_endpoint
     from .router import install_error_handlers, router
 
@@ -249,6 +250,8 @@ def build_app(settings: FrontendSettings, generator: TextGenerator | None = None
         metrics=metrics,
     )
     app.include_router(router)
+    app.add_middleware(CompletionRoutes, state=app.state)
+    document_completion_routes(app)
     app.add_api_route("/metrics", metrics_endpoint(metrics), methods=["GET"], include_in_schema=False)
     install_error_handlers(app)
     return app

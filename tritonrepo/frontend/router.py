@@ -1,25 +1,23 @@
-"""HTTP routes of the OpenAI-compatible front end: thin adapters from FastAPI to OpenAIServing, one error channel."""
+"""The OpenAI front end's FastAPI routes (health, models) and its one error channel.
+
+The two completion routes are plain ASGI, in completion_routes.py; they answer errors through the functions here.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .protocol import ChatCompletionRequest, CompletionRequest
-from .serving import DONE_EVENT, OpenAIError, OpenAIServing
+from .serving import OpenAIError, OpenAIServing
 from .triton_client import GenerationError
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 router = APIRouter()
 
@@ -48,7 +46,7 @@ def _is_field(part: Any) -> bool:
     return isinstance(part, int) or (str(part).isidentifier() and str(part) not in _UNION_TAGS)
 
 
-def validation_error(exc: RequestValidationError) -> OpenAIError:
+def validation_error(exc: RequestValidationError | ValidationError) -> OpenAIError:
     """OpenAI answers invalid requests with 400 and names the field; FastAPI's default would be a 422."""
     first = exc.errors()[0]
     location = [str(part) for part in first.get("loc", ()) if _is_field(part)]
@@ -80,79 +78,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_openai_error)
 
 
-# --- disconnects and streaming -------------------------------------------------------------------------------------
-async def _wait_for_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Runs `work`, cancelling it if the client goes away first (so a non-streamed Triton request is cancelled)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    if not task.done() or task.cancelled():
-        await asyncio.wait({task})  # let its cleanup run: closing the generation cancels the Triton request
-        log.info("client disconnected; request cancelled")
-        raise OpenAIError(499, "The client closed the request.")
-    try:
-        return task.result()
-    except Exception as exc:
-        # Converted here, not by an Exception handler: Starlette re-raises after those, so the server would crash-log.
-        raise as_openai_error(exc) from exc
-
-
-async def sse_with_errors(
-    events: AsyncIterator[str], stopping: Callable[[], bool] = lambda: False
-) -> AsyncIterator[str]:
-    """Passes SSE events through; an error mid-stream becomes an error event and the stream still ends with [DONE].
-
-    `stopping` says the server is shutting down: the stream then ends at the next event (cancelling the Triton
-    request) instead of holding the shutdown until uvicorn's grace period runs out.
-    """
-    try:
-        async with contextlib.aclosing(events):  # type: ignore[type-var]
-            async for event in events:
-                yield event
-                if stopping() and event != DONE_EVENT:
-                    raise OpenAIError(503, "The server is shutting down; the response was cut short.")
-    except Exception as exc:
-        yield f"data: {as_openai_error(exc).to_response().model_dump_json()}\n\n"
-        yield DONE_EVENT
-
-
-class ClosingStreamingResponse(StreamingResponse):
-    """Closes its event iterator however the response ends.
-
-    Starlette cancels the sending task when the client disconnects but leaves the iterator suspended; closing it
-    runs the iterators' cleanup down to the Triton stream, which cancels the request.
-    """
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()  # type: ignore[union-attr]
-
-
-def respond(request: Request, result: BaseModel | AsyncIterator[str]) -> Any:
-    if isinstance(result, BaseModel):
-        return JSONResponse(result.model_dump())
-    stopping = getattr(request.app.state, "stopping", lambda: False)
-    return ClosingStreamingResponse(
-        sse_with_errors(result, stopping),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
 def _serving(request: Request) -> OpenAIServing:
     return request.app.state.serving
 
@@ -182,13 +107,3 @@ async def get_model(model: str, request: Request) -> JSONResponse:
         param="model",
         code="model_not_found",
     )
-
-
-@router.post("/v1/chat/completions")
-async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Any:
-    return respond(request, await until_disconnect(request, _serving(request).chat(body)))
-
-
-@router.post("/v1/completions")
-async def create_completion(body: CompletionRequest, request: Request) -> Any:
-    return respond(request, await until_disconnect(request, _serving(request).complete(body)))

@@ -136,6 +136,28 @@ class _Outcome:
         )
 
 
+class _StartedStream:
+    """SSE events whose generation is already running. Closing it, also before the first event is read (the client
+    left while the response was being set up), cancels that generation and so the Triton request."""
+
+    def __init__(self, events: AsyncIterator[str], texts: AsyncIterator[str], first: asyncio.Future) -> None:
+        self._events, self._texts, self._first = events, texts, first
+
+    def __aiter__(self) -> _StartedStream:
+        return self
+
+    async def __anext__(self) -> str:
+        return await anext(self._events)
+
+    async def aclose(self) -> None:
+        await self._events.aclose()  # type: ignore[attr-defined]
+        self._first.cancel()  # nothing when it is done
+        await asyncio.wait({self._first})  # its cleanup runs before the text generator is closed
+        if not self._first.cancelled():
+            self._first.exception()  # a failure nobody reads is not reported as "never retrieved"
+        await self._texts.aclose()  # type: ignore[attr-defined]
+
+
 class OpenAIServing:
     """Validates OpenAI requests against the served model, runs them, and shapes responses or SSE streams."""
 
@@ -219,7 +241,7 @@ class OpenAIServing:
         return prompt
 
     # --- streams ---------------------------------------------------------------------------------------------------
-    async def _stream(
+    def _stream(
         self,
         job: _Job,
         chunk_type: Any,
@@ -230,39 +252,40 @@ class OpenAIServing:
     ) -> AsyncIterator[str]:
         """SSE events for chat and completions alike: an optional opening choice, one per text piece (split into
         reasoning and answer when a parser is set), the finish reason, the usage chunk when asked for
-        (stream_options.include_usage), then [DONE]."""
+        (stream_options.include_usage), then [DONE].
+
+        The Triton request starts here, before the caller has set up its response, so that setup overlaps the
+        runtime's prefill instead of adding to time to first token. The opening event waits for the first text: on a
+        busy host, sending it during the prefill takes CPU from the runtime, and a failure before any text can then
+        still be an HTTP error status.
+        """
+        outcome = _Outcome()
+        texts = self._texts(job, outcome)
+        first = asyncio.ensure_future(anext(texts, _END))
 
         def event(choices: list[Any], **extra: Any) -> str:
             return sse_event(
                 chunk_type(id=job.request_id, created=job.created, model=job.model_name, choices=choices, **extra)
             )
 
-        outcome = _Outcome()
-        splitter = splitter_for(reasoning_parser)
-        texts = self._texts(job, outcome)
-        # The Triton request starts now and runs while the opening chunk goes out, not after the client has it.
-        first = asyncio.ensure_future(anext(texts, _END))
-        try:
-            if opening is not None:
-                yield event([opening])
+        async def events() -> AsyncIterator[str]:
+            splitter = splitter_for(reasoning_parser)
             text = await first
+            if opening is not None:  # with the first text: nothing is sent while the runtime prefills
+                yield event([opening])
             while text is not _END:
                 split = splitter.feed(text) if splitter is not None else Split(content=text)
                 if split:
                     yield event([piece(split)])
                 text = await anext(texts, _END)
-        finally:
-            if not first.done():  # the client went away before the first text: cancel it, and the request
-                first.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await first
-            await texts.aclose()
-        if splitter is not None and (rest := splitter.finish()):
-            yield event([piece(rest)])
-        yield event([final(outcome.finish_reason)])
-        if job.include_usage:
-            yield event([], usage=outcome.usage(job.prompt_tokens))
-        yield DONE_EVENT
+            if splitter is not None and (rest := splitter.finish()):
+                yield event([piece(rest)])
+            yield event([final(outcome.finish_reason)])
+            if job.include_usage:
+                yield event([], usage=outcome.usage(job.prompt_tokens))
+            yield DONE_EVENT
+
+        return _StartedStream(events(), texts, first)
 
     # --- completions -----------------------------------------------------------------------------------------------
     async def complete(self, request: CompletionRequest) -> CompletionResponse | AsyncIterator[str]:
