@@ -8,7 +8,15 @@ import json
 import pytest
 from frontend_fixtures import REPLY, REPLY_CHUNKS, ScriptedGenerator, make_tokenizer_dir
 
-from tritonrepo.frontend.protocol import ChatCompletionRequest, CompletionRequest
+from tritonrepo.frontend.protocol import (
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    DeltaMessage,
+)
 from tritonrepo.frontend.serving import ModelLimits, OpenAIError, OpenAIServing, ServedModels
 from tritonrepo.frontend.triton_client import GenerationError, GenerationParams
 
@@ -261,6 +269,32 @@ def test_the_opening_event_waits_for_the_first_text(tokenizer):
 
     assert run(read_while_prefilling())
     assert generator.closed_early == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain",
+        'quote " backslash \\ slash /',
+        "controls \x00\x01\x1f\x7f\t\n\r\b\f",
+        "é 🙂 猫 \u2028\u2029",
+        "fill" + "0" * 32,
+    ],
+)
+def test_event_templates_serialize_exactly_as_the_models_do(text):
+    from tritonrepo.frontend.serving import EventTemplate, sse_event
+
+    def chat(content=None, reasoning=None):
+        delta = DeltaMessage(content=content, reasoning_content=reasoning)
+        return sse_event(ChatCompletionChunk(id="c-1", created=7, model="m", choices=[ChatChunkChoice(delta=delta)]))
+
+    def completion(piece):
+        choice = CompletionChoice(text=piece, finish_reason=None)
+        return sse_event(CompletionChunk(id="c-1", created=7, model="m", choices=[choice]))
+
+    assert EventTemplate(lambda t: chat(content=t)).fill(text) == chat(content=text)
+    assert EventTemplate(lambda t: chat(reasoning=t)).fill(text) == chat(reasoning=text)
+    assert EventTemplate(completion).fill(text) == completion(text)
 
 
 # --- completions ---------------------------------------------------------------------------------------------------
