@@ -2,6 +2,7 @@
 
     python benchmarks/frontend_overhead.py [--repository DIR] [--concurrency 1,16,64] [--requests N] [--rounds N]
                                            [--max-tokens 64] [--prompts 16] [--json FILE] [--keep]
+                                           [--client raw|httpx] [--runtime-threads 1]
 
 Builds the embedded tiny-llama (or uses --repository), starts `tritonrepo serve` on free ports, then at each
 concurrency sends the same chat prompts two ways, each request streamed:
@@ -11,8 +12,11 @@ concurrency sends the same chat prompts two ways, each request streamed:
                  the runtime model `tensorrt_llm` with tritonclient.grpc.aio stream_infer (streaming=true).
 Both are greedy with the same output length. The OpenAI API has no way to force the full length (no min_tokens;
 unknown fields are ignored), so prompts are chosen whose greedy output runs to max_tokens, and the token counts of
-both ways are printed. Path (a) includes the ensemble's preprocessing and postprocessing models, i.e. everything the
-front end adds over the runtime. Each level runs both ways in alternating turns (A B, B A, ...) so that other work
+both ways are printed. Path (a) is everything the front end adds over the runtime: HTTP, the chat template, tokenizing,
+the gRPC call to `tensorrt_llm` (the served name streams straight from the runtime model, as the front end does for
+its own repositories) and detokenizing. The runtime model runs with one torch thread by default (--runtime-threads):
+with one per core, its spinning threads take the CPU that the front end, Triton and the client need on a small
+machine, and both ways then measure mostly that contention. Each level runs both ways in alternating turns (A B, B A, ...) so that other work
 on the machine falls on both. TTFT is the first message with text (front end) or token ids (direct); ITL is the gap
 between such messages (the front end may merge a token that ends mid-character into the next message, so its
 message count per request is shown). The client runs on the same CPUs as the servers, so the CPU time of the server
@@ -97,8 +101,8 @@ def build_repository(output: Path) -> Path:
 class Deployment:
     """`tritonrepo serve` on free ports; stopped by its process id when the `with` block ends, however it ends."""
 
-    def __init__(self, repository: Path, log: Path) -> None:
-        self.repository, self.log = repository, log
+    def __init__(self, repository: Path, log: Path, runtime_threads: int = 0) -> None:
+        self.repository, self.log, self.runtime_threads = repository, log, runtime_threads
         self.http, self.grpc, self.metrics, self.openai = (free_port() for _ in range(4))
         self.process: subprocess.Popen | None = None
 
@@ -110,8 +114,11 @@ class Deployment:
             "--log-file", str(self.log.with_suffix(".tritonserver.log")),
         ]  # fmt: skip
         # Own session: a Ctrl-C in the terminal reaches only this script, which then stops serve in order.
+        env = dict(os.environ)
+        if self.runtime_threads:  # torch's intra-op threads in the runtime model (read when the stub starts)
+            env["OMP_NUM_THREADS"] = str(self.runtime_threads)
         self.process = subprocess.Popen(
-            command, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            command, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True, env=env
         )
         return self
 
@@ -583,6 +590,11 @@ def parse_args() -> argparse.Namespace:
         "--client", choices=("raw", "httpx"), default="raw",
         help="the front end's client: a bare asyncio HTTP/1.1 reader, or httpx.AsyncClient (adds its own ~3 ms)",
     )  # fmt: skip
+    parser.add_argument(
+        "--runtime-threads", type=int, default=1,
+        help="torch threads of the runtime model (OMP_NUM_THREADS); 0: torch's default, one per core, whose spinning "
+        "threads then take the CPU the front end, Triton and the client need on a small machine [default: 1]",
+    )  # fmt: skip
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     return args
@@ -597,9 +609,11 @@ def run(args: argparse.Namespace) -> None:
         repository = args.repository.resolve() if args.repository else build_repository(work / "tiny-llama")
         info = load_repository_info(repository)
         tokenizer = load_tokenizer(info.tokenizer_dir)
-        with Deployment(repository, work / "serve.log") as deployment:
+        with Deployment(repository, work / "serve.log", args.runtime_threads) as deployment:
             print(f"serve healthy after {deployment.wait_healthy():.1f} s ({repository})", file=sys.stderr)
             print(f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {cpu_model()}")
+            threads = args.runtime_threads or "torch's default"
+            print(f"runtime model: {threads} torch thread(s) (--runtime-threads); both ways use the same runtime")
             print(f"versions: Python {platform.python_version()}, {versions()}")
             first = "a bare asyncio HTTP/1.1 client" if args.client == "raw" else "httpx.AsyncClient"
             print(f"clients: (a) {first} reading SSE lines, (b) tritonclient.grpc.aio stream_infer")

@@ -287,25 +287,24 @@ class OpenAIServing:
                 chunk_type(id=job.request_id, created=job.created, model=job.model_name, choices=choices, **extra)
             )
 
-        def piece_event(split: Split) -> str:
-            # Pieces with only answer or only reasoning text (nearly all) fill a template made at their first use.
-            if split.content and not split.reasoning:
-                if (template := templates.get("content")) is None:
-                    template = templates["content"] = EventTemplate(lambda t: event([piece(Split(content=t))]))
-                return template.fill(split.content)
-            if split.reasoning and not split.content:
-                if (template := templates.get("reasoning")) is None:
-                    template = templates["reasoning"] = EventTemplate(lambda t: event([piece(Split(reasoning=t))]))
-                return template.fill(split.reasoning)
-            return event([piece(split)])
-
-        templates: dict[str, EventTemplate] = {}
-
         async def events() -> AsyncIterator[str]:
             splitter = splitter_for(reasoning_parser)
+            # Serialized while the runtime prefills, so none of it is left for the first token to wait on.
+            opened = event([opening]) if opening is not None else None
+            content = EventTemplate(lambda text: event([piece(Split(content=text))]))
+            reasoning = EventTemplate(lambda text: event([piece(Split(reasoning=text))])) if splitter else None
+
+            def piece_event(split: Split) -> str:
+                # Pieces with only answer or only reasoning text (nearly all) fill a template; others are built whole.
+                if split.content and not split.reasoning:
+                    return content.fill(split.content)
+                if split.reasoning and not split.content and reasoning is not None:
+                    return reasoning.fill(split.reasoning)
+                return event([piece(split)])
+
             text = await first
-            if opening is not None:  # with the first text: nothing is sent while the runtime prefills
-                yield event([opening])
+            if opened is not None:  # with the first text: nothing is sent while the runtime prefills
+                yield opened
             while text is not _END:
                 split = splitter.feed(text) if splitter is not None else Split(content=text)
                 if split:
