@@ -100,3 +100,38 @@ def test_stop_with_multibyte_text_through_both_layers():
         if matched:
             break
     assert "".join(out) == "hé " and matcher.matched
+
+
+# --- prompt_encoder ------------------------------------------------------------------------------------------------
+PROMPTS = ["héllo 🙂 wörld", "<s>already has BOS</s> and an end", "  leading spaces\n\ttabs", "日本語のテキスト", "x"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from frontend_fixtures import make_tokenizer_dir
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(make_tokenizer_dir(tmp_path_factory.mktemp("tok") / "tokenizer")))
+
+
+@pytest.mark.parametrize("add_special_tokens", [True, False])
+def test_prompt_encoder_gives_the_tokenizers_own_ids(tokenizer, add_special_tokens):
+    from tritonrepo.frontend.text import prompt_encoder
+
+    encode = prompt_encoder(tokenizer)
+    for prompt in PROMPTS:
+        assert encode(prompt, add_special_tokens) == tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
+    assert encode("x", True)[0] == tokenizer.bos_token_id and encode("x", False)[0] != tokenizer.bos_token_id
+
+
+def test_prompt_encoder_leaves_a_truncating_backend_to_transformers(tokenizer):
+    import copy
+
+    from tritonrepo.frontend.text import prompt_encoder
+
+    truncating = copy.deepcopy(tokenizer)
+    truncating.backend_tokenizer.enable_truncation(max_length=2)
+    encode = prompt_encoder(truncating)
+    # transformers switches the backend's truncation off for a plain encode; calling the backend would cut at 2
+    assert encode(PROMPTS[0], False) == tokenizer.encode(PROMPTS[0], add_special_tokens=False)
+    assert len(encode(PROMPTS[0], False)) > 2

@@ -32,7 +32,7 @@ from .protocol import (
     UsageInfo,
 )
 from .reasoning import Split, split_whole, splitter_for
-from .text import IncrementalText, StopStringMatcher
+from .text import IncrementalText, StopStringMatcher, prompt_encoder
 from .triton_client import GenerationError, GenerationParams, TextGenerator, input_for
 
 _END = object()  # the end of a text stream, for anext()
@@ -194,6 +194,7 @@ class OpenAIServing:
         self.generator = generator
         self.models = models
         self.tokenizer = tokenizer
+        self._encode = prompt_encoder(tokenizer)
         self.max_tokens_cap = max_tokens_cap
         splitter_for(reasoning_parser)  # an unknown parser name fails here, at start-up
         self.reasoning_parser = reasoning_parser
@@ -352,7 +353,7 @@ class OpenAIServing:
         entry_point = self.models.resolve(request.model)
         if not prompt.strip():
             raise OpenAIError(400, "The prompt is empty.", param="prompt")
-        prompt_ids = tuple(self.tokenizer.encode(prompt, add_special_tokens=add_special_tokens))
+        prompt_ids = tuple(self._encode(prompt, add_special_tokens))
         prompt_tokens = len(prompt_ids)
         prompt_param = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
         max_tokens = self._max_tokens(request.requested_max_tokens(), prompt_tokens, prompt_param)

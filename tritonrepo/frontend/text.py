@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 
 class IncrementalText:
@@ -66,3 +67,20 @@ class StopStringMatcher:
             if any(stop.startswith(tail) for stop in self._stops):
                 return size
         return 0
+
+
+def prompt_encoder(tokenizer: Any) -> Callable[[str, bool], list[int]]:
+    """`tokenizer.encode(text, add_special_tokens=...)` as a function, calling a fast tokenizer's backend directly
+    when that gives the same ids: around the same backend encoding, transformers adds work on every call and sends a
+    batch of one, which the backend hands to its thread pool. The same means no truncation or padding is set
+    on the backend (transformers would switch them off) and special tokens are not split."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if (
+        backend is not None
+        and backend.truncation is None
+        and backend.padding is None
+        and not getattr(tokenizer, "split_special_tokens", False)
+        and not getattr(backend, "encode_special_tokens", False)
+    ):
+        return lambda text, add_special_tokens: backend.encode(text, add_special_tokens=add_special_tokens).ids
+    return lambda text, add_special_tokens: tokenizer.encode(text, add_special_tokens=add_special_tokens)

@@ -335,6 +335,7 @@ class TritonGrpcGenerator:
         self.token_bytes = token_bytes  # for runtime models that answer with token ids
         self._channel: Any = None
         self._stub: Any = None
+        self._spare: Any = None  # a stream call opened ahead of the next request
         self._models: dict[str, EntryModel] = {}
         self._stopping: set[asyncio.Future] = set()
 
@@ -379,6 +380,34 @@ class TritonGrpcGenerator:
             if any(tensor.name == "stop" for tensor in step_config.input):
                 return step.model_name
         return None
+
+    async def _start(self, model: str, request_id: str, tensors: Sequence[Tensor]) -> Any:
+        """A stream call carrying the request. It goes on the spare opened after the previous request when that is
+        still usable: opening a call costs about 0.15 ms of CPU here and a stream set-up at Triton, which the spare
+        moves out of the time to first token. A spare that broke while it waited (Triton restarted) gives way to one
+        new call."""
+        spare, self._spare = self._spare, None
+        if spare is not None and not spare.done():
+            try:
+                await self._send(spare, model, request_id, tensors)
+                return spare
+            except Exception as exc:
+                log.debug("the spare stream to Triton broke (%s); opening a new one", exc)
+                spare.cancel()
+            except BaseException:  # cancelled while sending: the request must not stay half sent
+                spare.cancel()
+                raise
+        call = self._grpc().ModelStreamInfer()
+        try:
+            await self._send(call, model, request_id, tensors)
+        except BaseException:
+            call.cancel()
+            raise
+        return call
+
+    def _open_spare(self) -> None:
+        if self._spare is None and self._channel is not None:
+            self._spare = self._grpc().ModelStreamInfer()
 
     @staticmethod
     async def _send(call: Any, model: str, request_id: str, tensors: Sequence[Tensor]) -> None:
@@ -431,11 +460,11 @@ class TritonGrpcGenerator:
     async def generate(self, model: str, request: GenerationParams) -> AsyncIterator[GeneratedChunk]:
         entry = await self._entry_model(model)
         request_id = uuid.uuid4().hex
-        call = self._grpc().ModelStreamInfer()
+        call = None
         finished = False
         sent = b""
         try:
-            await self._send(call, model, request_id, build_inputs(entry, request))
+            call = await self._start(model, request_id, build_inputs(entry, request))
             async for response in call:
                 if response.error_message:
                     raise GenerationError(status_for(None, response.error_message), response.error_message)
@@ -453,7 +482,7 @@ class TritonGrpcGenerator:
         except Exception as exc:
             raise translate_error(exc, model) from exc
         finally:
-            if not finished:
+            if not finished and call is not None:
                 # The caller stopped early (client gone, stop string, error): cancelling the gRPC call makes
                 # Triton cancel the request, so the engine frees its slot instead of generating to max_tokens.
                 call.cancel()
@@ -462,8 +491,13 @@ class TritonGrpcGenerator:
                     self._stopping.add(task)  # keep a reference until it is done
                     task.add_done_callback(self._stopping.discard)
                 log.debug("cancelled Triton request %s", request_id)
+            # After the response's last events are out, not before them.
+            asyncio.get_running_loop().call_soon(self._open_spare)
 
     async def close(self) -> None:
+        if self._spare is not None:
+            self._spare.cancel()
+            self._spare = None
         if self._channel is not None:
             await self._channel.close()
             self._channel = self._stub = None
