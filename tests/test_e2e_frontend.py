@@ -157,22 +157,35 @@ def test_a_body_over_the_limit_is_a_413(deployment):
 
 
 def test_beyond_the_concurrency_limit_clients_get_429_with_retry_after(deployment):
-    from concurrent.futures import ThreadPoolExecutor
+    import contextlib
 
-    # Eight long generations at once against 2 slots and no queue: two run, the rest are refused at once.
-    body = {"model": "scripted-llama", "prompt": COMPLETION_PROMPT, "max_tokens": 400, "ignore_eos": True}
-    with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda _: _post(deployment, "/completions", body), range(8)))
-    served = [r for r in responses if r.status_code == 200]
-    refused = [r for r in responses if r.status_code == 429]
-    assert len(served) + len(refused) == 8 and 1 <= len(served) and len(refused) >= 4, [
-        r.status_code for r in responses
-    ]
-    assert all(r.json()["usage"]["completion_tokens"] == 400 for r in served)
+    # Two long streams hold both slots (no queue) for as long as they are open; every other request meanwhile is
+    # refused at once. Holding them open, rather than racing long generations, keeps this independent of speed.
+    body = {"model": "scripted-llama", "prompt": COMPLETION_PROMPT, "max_tokens": 1500, "ignore_eos": True}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    lines = []  # kept referenced: an iterator that is collected closes its response, which frees the slot
+    with contextlib.ExitStack() as held:
+        for _ in range(2):
+            stream = held.enter_context(
+                httpx.stream(
+                    "POST", f"{deployment.base_url}/completions", json={**body, "stream": True}, headers=headers,
+                    timeout=60,
+                )
+            )  # fmt: skip
+            assert stream.status_code == 200
+            lines.append(stream.iter_lines())
+            next(lines[-1])  # generating: its slot is taken
+        refused = [_post(deployment, "/completions", {**body, "max_tokens": 4}) for _ in range(4)]
+    assert [r.status_code for r in refused] == [429] * 4
     for response in refused:
         assert int(response.headers["retry-after"]) >= 1
         assert response.json()["error"]["code"] == "rate_limit_exceeded"
-    assert _post(deployment, "/completions", {**body, "max_tokens": 4}).status_code == 200  # slots came back
+    # Closing the streams gave the slots back (and cancelled their generations).
+    deadline = time.monotonic() + 10
+    while (answer := _post(deployment, "/completions", {**body, "max_tokens": 4})).status_code == 429:
+        assert time.monotonic() < deadline, "the slots never came back"
+        time.sleep(0.1)
+    assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 4
 
 
 # --- metrics and cancellation --------------------------------------------------------------------------------------
