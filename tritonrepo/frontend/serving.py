@@ -293,7 +293,9 @@ class OpenAIServing:
             # Serialized while the runtime prefills, so none of it is left for the first token to wait on.
             opened = event([opening]) if opening is not None else None
             content = EventTemplate(lambda text: event([piece(Split(content=text))]))
-            reasoning = EventTemplate(lambda text: event([piece(Split(reasoning=text))])) if splitter else None
+            reasoning = (
+                EventTemplate(lambda text: event([piece(Split(reasoning=text))])) if splitter is not None else None
+            )
 
             def piece_event(split: Split) -> str:
                 # Pieces with only answer or only reasoning text (nearly all) fill a template; others are built whole.
