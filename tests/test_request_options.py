@@ -42,7 +42,7 @@ def test_every_declared_input_has_a_decision():
         model_config_pb2.ModelConfig(),
     )
     declared = {tensor.name for tensor in config.input}
-    decided = set(HONOURED) | set(IGNORED) | set(REFUSED) | {"beam_width", "num_return_sequences"}
+    decided = set(HONOURED) | set(IGNORED) | set(REFUSED)
     assert declared == decided, {"undecided": declared - decided, "not declared": decided - declared}
     assert not set(HONOURED) & set(REFUSED) and not set(IGNORED) & set(REFUSED)
     assert {t.name for t in TENSORRT_LLM_INPUTS} <= declared
