@@ -120,3 +120,30 @@ def test_what_the_runtime_cannot_honour_is_refused_by_name_and_serving_goes_on(d
     responses, error = _generate(deployment, _request(**extra))
     assert error is not None and f"{names}:" in error and "hf runtime" in error, error
     assert _text(_generate(deployment, _request(max_tokens=2))[0])  # the server still serves
+
+
+def test_streamed_logits_and_token_counts_come_with_each_response(deployment, tiny_tokenizer):
+    ids = tiny_tokenizer(PROMPT).input_ids
+    inputs = {
+        "input_ids": np.array([ids], dtype=np.int32),
+        "input_lengths": np.array([[len(ids)]], dtype=np.int32),
+        "request_output_len": np.array([[4]], dtype=np.int32),
+        "streaming": np.array([[True]]),
+        "return_context_logits": np.array([[True]]),
+        "return_generation_logits": np.array([[True]]),
+        "return_num_input_tokens": np.array([[True]]),
+        "return_num_output_tokens": np.array([[True]]),
+    }
+    responses, error = grpc_stream(deployment.grpc, "tensorrt_llm", inputs)
+    assert error is None, error
+    responses = [r for r in responses if r.get_response().outputs]
+    assert len(responses) == 4
+    vocab = len(tiny_tokenizer)
+    assert responses[0].as_numpy("context_logits").shape == (1, len(ids), vocab)
+    assert all(r.as_numpy("context_logits") is None for r in responses[1:])
+    for response in responses:
+        assert response.as_numpy("generation_logits").shape == (1, 1, 1, vocab)
+        token = response.as_numpy("output_ids").reshape(-1).tolist()
+        assert response.as_numpy("generation_logits").reshape(-1).argmax() == token[0]
+        assert response.as_numpy("num_input_tokens").reshape(-1).tolist() == [len(ids)]
+        assert response.as_numpy("num_output_tokens").reshape(-1).tolist() == [1]
