@@ -115,10 +115,10 @@ class _Reply:
                 self.context_logits = result.context_logits
             if result.generation_logits is not None:
                 self.generation_logits.append(result.generation_logits)
-        if not self.streaming and result.finished:
-            tokens = self.echo + sequence.output_ids
-            extra = self._extra(tokens, self.context_logits, self.generation_logits)
-            self._finish(_outputs(tokens, [0.0] * len(self.echo) + self.log_probs, sequence.cum_log_prob, extra))
+            if result.finished:
+                tokens = self.echo + sequence.output_ids
+                extra = self._extra(tokens, self.context_logits, self.generation_logits)
+                self._finish(_outputs(tokens, [0.0] * len(self.echo) + self.log_probs, sequence.cum_log_prob, extra))
         if result.finished:
             self.counters.ended("completed", len(sequence.output_ids))
             self.done.set()
