@@ -179,3 +179,50 @@ def test_cancellation_through_the_callback(engine, tiny_tokenizer):
 def test_requests_that_cannot_be_served_are_refused_with_numbers(engine, prompt_len, params, message):
     with pytest.raises(ValueError, match=message):
         engine.check(prompt_len, params)
+
+
+# --- upstream's tensorrt_llm inputs the runtime honours: embedding_bias, context and generation logits -------------
+def test_a_zero_embedding_bias_changes_nothing_and_a_large_one_picks_its_token(
+    engine, tiny_tokenizer, tiny_reference_model
+):
+    expected = reference_greedy(tiny_reference_model, tiny_tokenizer, PROMPTS[0], 8)
+    ids = _ids(tiny_tokenizer, PROMPTS[0])
+    zero = SamplingParams(max_new_tokens=8, embedding_bias=[0.0] * engine.vocab_size)
+    assert Collector(engine, ids, zero).wait().tokens == expected
+    favoured = next(t for t in range(10, engine.vocab_size) if t not in expected)
+    bias = [0.0] * favoured + [1000.0]  # shorter than the vocabulary: it covers the first entries
+    run = Collector(engine, ids, SamplingParams(max_new_tokens=8, embedding_bias=bias)).wait()
+    assert run.tokens == [favoured] * 8
+
+
+def test_context_and_generation_logits_are_the_models_own(engine, tiny_tokenizer, tiny_reference_model):
+    import torch
+
+    ids = _ids(tiny_tokenizer, PROMPTS[1])
+    expected = reference_greedy(tiny_reference_model, tiny_tokenizer, PROMPTS[1], 6)
+    params = SamplingParams(max_new_tokens=6, return_context_logits=True, return_generation_logits=True)
+    run = Collector(engine, ids, params).wait()
+    assert run.tokens == expected
+    with torch.inference_mode():
+        reference = tiny_reference_model(torch.tensor([ids + expected])).logits[0]
+    context = run.steps[0].context_logits
+    assert context.shape == (len(ids), engine.vocab_size)
+    assert torch.allclose(context, reference[: len(ids)], atol=1e-4)
+    assert all(step.context_logits is None for step in run.steps[1:])
+    generation = torch.cat([step.generation_logits for step in run.steps])
+    assert generation.shape == (6, engine.vocab_size)
+    assert torch.allclose(generation, reference[len(ids) - 1 : len(ids) + 5], atol=1e-4)
+    assert generation.argmax(-1).tolist() == expected
+
+
+def test_generation_logits_are_taken_before_the_bias_and_penalties(engine, tiny_tokenizer):
+    ids = _ids(tiny_tokenizer, PROMPTS[0])
+    plain = Collector(engine, ids, SamplingParams(max_new_tokens=1, return_generation_logits=True)).wait()
+    favoured = 10 if plain.tokens[0] != 10 else 11
+    bias = [0.0] * favoured + [1000.0]
+    params = SamplingParams(
+        max_new_tokens=1, embedding_bias=bias, repetition_penalty=1.3, return_generation_logits=True
+    )
+    biased = Collector(engine, ids, params).wait()
+    assert biased.tokens == [favoured]
+    assert biased.steps[0].generation_logits.equal(plain.steps[0].generation_logits)

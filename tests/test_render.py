@@ -79,3 +79,41 @@ def test_a_non_boolean_where_a_boolean_belongs_is_refused():
     params = RepositoryParams(runtime="hf", max_input_len=512, max_seq_len=1024, decoupled_mode="yes")  # type: ignore[arg-type]
     with pytest.raises(RenderError, match="boolean"):
         render_repository(params)
+
+
+# --- upstream's tensor contract: an upstream ensemble or BLS maps onto our tensorrt_llm model ------------------------
+@pytest.mark.parametrize("runtime", ["hf", "tensorrtllm"])
+def test_tensorrt_llm_declares_every_upstream_input_and_output_as_upstream_does(runtime):
+    from upstream_contract import SCALAR, TENSORRT_LLM_INPUTS, TENSORRT_LLM_OUTPUTS
+
+    config = _configs(render_repository(RepositoryParams(runtime=runtime, max_input_len=512, max_seq_len=1024)))[
+        "tensorrt_llm"
+    ]
+    inputs = {tensor.name: tensor for tensor in config.input}
+    for expected in TENSORRT_LLM_INPUTS:
+        declared = inputs.get(expected.name)
+        assert declared is not None, f"input {expected.name} is not declared"
+        assert model_config_pb2.DataType.Name(declared.data_type) == expected.data_type, expected.name
+        assert tuple(declared.dims) == expected.declared_dims, expected.name
+        assert declared.HasField("reshape") == (expected.dims == SCALAR), expected.name
+        # input_ids stays required here: both runtimes serve decoder-only models, which always need it
+        assert declared.optional == (expected.name not in ("input_ids", "input_lengths", "request_output_len"))
+    outputs = {tensor.name: tensor for tensor in config.output}
+    for expected in TENSORRT_LLM_OUTPUTS:
+        declared = outputs.get(expected.name)
+        assert declared is not None, f"output {expected.name} is not declared"
+        assert model_config_pb2.DataType.Name(declared.data_type) == expected.data_type, expected.name
+        assert tuple(declared.dims) == expected.declared_dims, expected.name
+
+
+@pytest.mark.parametrize("runtime", ["hf", "tensorrtllm"])
+def test_upstream_v017_ensemble_validates_against_our_models(tmp_path, runtime):
+    from upstream_contract import ensemble_v017_config
+
+    from tritonrepo.repository.validate import validate_repository
+    from tritonrepo.repository.writer import write_rendered
+
+    write_rendered(tmp_path, render_repository(RepositoryParams(runtime=runtime, max_input_len=512, max_seq_len=1024)))
+    (tmp_path / "ensemble" / "config.pbtxt").write_text(ensemble_v017_config(8))
+    problems = [str(problem) for problem in validate_repository(tmp_path)]
+    assert [p for p in problems if p.startswith("ensemble/")] == []

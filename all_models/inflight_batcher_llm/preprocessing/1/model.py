@@ -49,17 +49,62 @@ class TritonPythonModel:
             input_ids[row, : len(x)] = x
         lengths = np.array([[len(x)] for x in ids], dtype=np.int32)
         output_len = pb_utils.get_input_tensor_by_name(request, "REQUEST_OUTPUT_LEN").as_numpy()
-        return pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("INPUT_ID", input_ids),
-                pb_utils.Tensor("REQUEST_INPUT_LEN", lengths),
-                pb_utils.Tensor("BAD_WORDS_IDS", self._word_list(request, "BAD_WORDS_DICT", batch)),
-                pb_utils.Tensor("STOP_WORDS_IDS", self._word_list(request, "STOP_WORDS_DICT", batch)),
-                pb_utils.Tensor("REQUEST_OUTPUT_LEN", output_len.astype(np.int32).reshape(batch, 1)),
-                pb_utils.Tensor("OUT_END_ID", np.full((batch, 1), end_id, dtype=np.int32)),
-                pb_utils.Tensor("OUT_PAD_ID", np.full((batch, 1), pad_id, dtype=np.int32)),
-            ]
-        )
+        outputs = [
+            pb_utils.Tensor("INPUT_ID", input_ids),
+            pb_utils.Tensor("REQUEST_INPUT_LEN", lengths),
+            pb_utils.Tensor("BAD_WORDS_IDS", self._word_list(request, "BAD_WORDS_DICT", batch)),
+            pb_utils.Tensor("STOP_WORDS_IDS", self._word_list(request, "STOP_WORDS_DICT", batch)),
+            pb_utils.Tensor("REQUEST_OUTPUT_LEN", output_len.astype(np.int32).reshape(batch, 1)),
+            pb_utils.Tensor("OUT_END_ID", np.full((batch, 1), end_id, dtype=np.int32)),
+            pb_utils.Tensor("OUT_PAD_ID", np.full((batch, 1), pad_id, dtype=np.int32)),
+        ]
+        return pb_utils.InferenceResponse(output_tensors=outputs + self._upstream_extras(request, input_ids, pad_id))
+
+    def _upstream_extras(self, request, input_ids, pad_id):
+        """Upstream's other outputs, each only when its input is given: an absent output reaches tensorrt_llm as an
+        absent input (not set). What the generation model cannot honour, it refuses there, naming the input."""
+        batch, extras = len(input_ids), []
+        decoder = pb_utils.get_input_tensor_by_name(request, "DECODER_QUERY")
+        if decoder is not None:
+            texts = [q.decode("utf-8") if isinstance(q, bytes) else str(q) for q in decoder.as_numpy().reshape(-1)]
+            ids = [self.tokenizer.encode(text, add_special_tokens=self.add_special_tokens) for text in texts]
+            width = max(len(x) for x in ids)
+            decoder_ids = np.full((batch, width), pad_id, dtype=np.int32)
+            for row, x in enumerate(ids):
+                decoder_ids[row, : len(x)] = x
+            extras.append(pb_utils.Tensor("DECODER_INPUT_ID", decoder_ids))
+            extras.append(pb_utils.Tensor("REQUEST_DECODER_INPUT_LEN", np.array([[len(x)] for x in ids], np.int32)))
+        bias = self._embedding_bias(request, batch)
+        if bias is not None:
+            extras.append(pb_utils.Tensor("EMBEDDING_BIAS", bias))
+        extra_id = pb_utils.get_input_tensor_by_name(request, "PROMPT_TABLE_EXTRA_ID")
+        if extra_id is not None:  # marks the ids past the vocabulary (prompt-table rows) with the request's extra id
+            marks = np.where(input_ids >= len(self.tokenizer), extra_id.as_numpy().reshape(batch, 1), 0)
+            extras.append(pb_utils.Tensor("OUT_PROMPT_TABLE_EXTRA_IDS", marks.astype(np.uint64)))
+        return extras
+
+    def _embedding_bias(self, request, batch):
+        """Words and weights -> a [batch, vocab] bias: each token of a word gets the word's weight added."""
+        words = pb_utils.get_input_tensor_by_name(request, "EMBEDDING_BIAS_WORDS")
+        weights = pb_utils.get_input_tensor_by_name(request, "EMBEDDING_BIAS_WEIGHTS")
+        if words is None and weights is None:
+            return None
+        if words is None or weights is None:
+            given, missing = ("WORDS", "WEIGHTS") if weights is None else ("WEIGHTS", "WORDS")
+            raise ValueError(f"EMBEDDING_BIAS_{given} needs EMBEDDING_BIAS_{missing} (one weight per word)")
+        words, weights = words.as_numpy().reshape(batch, -1), weights.as_numpy().reshape(batch, -1)
+        if words.shape != weights.shape:
+            raise ValueError(
+                f"EMBEDDING_BIAS_WORDS has {words.shape[1]} words but EMBEDDING_BIAS_WEIGHTS has {weights.shape[1]} "
+                "weights; give one weight per word"
+            )
+        bias = np.zeros((batch, len(self.tokenizer)), dtype=np.float32)
+        for row in range(batch):
+            for word, weight in zip(words[row], weights[row], strict=True):
+                text = word.decode("utf-8") if isinstance(word, bytes) else str(word)
+                for token in self.tokenizer.encode(text, add_special_tokens=False):
+                    bias[row, token] += weight
+        return bias
 
     def _word_list(self, request, name, batch):
         """Words -> the [batch, 2, n] layout of TensorRT-LLM: flat token ids, then end offsets (padded with -1)."""

@@ -31,7 +31,10 @@ class SamplingParams:
     min_length: int = 0
     stop_words: list[list[int]] = field(default_factory=list)
     bad_words: list[list[int]] = field(default_factory=list)
+    embedding_bias: list[float] | None = None  # added to the logits (its first entries when shorter than the vocab)
     return_log_probs: bool = False
+    return_context_logits: bool = False
+    return_generation_logits: bool = False
 
     @property
     def greedy(self) -> bool:
@@ -46,6 +49,8 @@ class StepResult:
     log_probs: list[float]
     finished: bool
     finish_reason: str | None = None  # "end_id" | "stop_word" | "length" | "max_seq_len"
+    context_logits: torch.Tensor | None = None  # [prompt_len, vocab]: on the first step, when asked for
+    generation_logits: torch.Tensor | None = None  # [1, vocab]: the model's raw logits of this step, when asked for
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Sequence:
     cum_log_prob: float = 0.0
     cache: object = None
     generator: torch.Generator | None = None
+    bias: torch.Tensor | None = None
 
 
 def _pick_device(device: str) -> torch.device:
@@ -104,6 +110,7 @@ class Engine:
         except OSError:
             eos = getattr(config, "eos_token_id", None)
         self.default_end_id = eos[0] if isinstance(eos, list) else eos
+        self.vocab_size = int(config.vocab_size)  # the width of the logits
         self._incoming: queue.Queue[Sequence] = queue.Queue()
         self._active: list[Sequence] = []
         self._cancelled_keys: set[str] = set()
@@ -142,6 +149,8 @@ class Engine:
             sequence.generator = torch.Generator(device=self.device)
             seed = sequence.params.seed
             sequence.generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+        if sequence.params.embedding_bias:
+            sequence.bias = torch.tensor(sequence.params.embedding_bias, dtype=torch.float32, device=self.device)
         self._incoming.put(sequence)
 
     def cancel(self, key: str) -> None:
@@ -201,26 +210,32 @@ class Engine:
         else:
             input_ids = torch.tensor([[sequence.output_ids[-1]]], device=self.device)
         out = self.model(input_ids=input_ids, past_key_values=sequence.cache, use_cache=True)
-        sequence.cache = out.past_key_values
-        logits = self._process_logits(sequence, out.logits[0, -1].float())
-        token, log_prob = self._choose(sequence, logits)
         params = sequence.params
+        logits = {}  # what the request asked to get back, taken before sampling changes the step's logits
+        if params.return_context_logits and sequence.cache is None:
+            logits["context_logits"] = out.logits[0].to("cpu", torch.float32, copy=True)
+        if params.return_generation_logits:
+            logits["generation_logits"] = out.logits[0, -1:].to("cpu", torch.float32, copy=True)
+        sequence.cache = out.past_key_values
+        token, log_prob = self._choose(sequence, self._process_logits(sequence, out.logits[0, -1].float()))
         if token == params.end_id:
-            return StepResult([], [], True, "end_id")
+            return StepResult([], [], True, "end_id", **logits)
         sequence.output_ids.append(token)
         sequence.cum_log_prob += log_prob
         produced = [token], [log_prob] if params.return_log_probs else []
         total = len(sequence.prompt_ids) + len(sequence.output_ids)
         if any(w and sequence.output_ids[-len(w) :] == w for w in params.stop_words):
-            return StepResult(*produced, True, "stop_word")
+            return StepResult(*produced, True, "stop_word", **logits)
         if len(sequence.output_ids) >= params.max_new_tokens:
-            return StepResult(*produced, True, "length")
+            return StepResult(*produced, True, "length", **logits)
         if self.max_seq_len and total >= self.max_seq_len:
-            return StepResult(*produced, True, "max_seq_len")
-        return StepResult(*produced, False)
+            return StepResult(*produced, True, "max_seq_len", **logits)
+        return StepResult(*produced, False, **logits)
 
     def _process_logits(self, sequence: Sequence, logits: torch.Tensor) -> torch.Tensor:
         params, generated = sequence.params, sequence.output_ids
+        if sequence.bias is not None:  # first: the bias shifts the model's logits, the penalties act on the result
+            logits[: sequence.bias.numel()] += sequence.bias
         if params.repetition_penalty != 1.0:
             seen = torch.tensor(sorted(set(sequence.prompt_ids) | set(generated)), device=logits.device)
             values = logits[seen]

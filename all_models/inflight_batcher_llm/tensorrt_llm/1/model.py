@@ -2,7 +2,7 @@
 
 Decoupled mode streams one response per decode step (only the new tokens, as TensorRT-LLM does); the last response
 carries the final flag, with zero tokens when generation ended on the end token. Non-decoupled mode returns one
-response per request with all tokens.
+response per request with all tokens. Which inputs are honoured and which refused: request_options.py.
 """
 
 import json
@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from hf_engine import Engine, SamplingParams, Sequence
+from hf_engine import Engine, Sequence
 from model_utils import (
     error_response,
     flag,
@@ -19,39 +19,26 @@ from model_utils import (
     parameters,
     resolve,
 )
+from request_options import read_request
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
-def _word_lists(request, name):
-    """[1, 2, n] TensorRT-LLM word list (flat ids + end offsets, -1 padded) -> [[ids of word 1], ...]."""
-    array = input_array(request, name)
-    if array is None:
-        return []
-    flat, offsets = array.reshape(-1, 2, array.shape[-1])[0]
-    words, start = [], 0
-    for end in offsets.tolist():
-        if end < 0:
-            break
-        words.append(flat[start:end].tolist())
-        start = end
-    return [w for w in words if w]
-
-
-def _outputs(tokens, log_probs, cum_log_prob):
-    return pb_utils.InferenceResponse(
-        output_tensors=[
-            pb_utils.Tensor("output_ids", np.array([[tokens]], dtype=np.int32).reshape(1, 1, len(tokens))),
-            pb_utils.Tensor("sequence_length", np.array([[len(tokens)]], dtype=np.int32)),
-            pb_utils.Tensor("cum_log_probs", np.array([[cum_log_prob]], dtype=np.float32)),
-            pb_utils.Tensor(
-                "output_log_probs",
-                np.array(log_probs if len(log_probs) == len(tokens) else [0.0] * len(tokens), dtype=np.float32).reshape(
-                    1, 1, len(tokens)
-                ),
+def _outputs(tokens, log_probs, cum_log_prob, extra=None):
+    """One response; `extra` holds the optional outputs the request asked for (name -> array, batch dim included)."""
+    tensors = [
+        pb_utils.Tensor("output_ids", np.array([[tokens]], dtype=np.int32).reshape(1, 1, len(tokens))),
+        pb_utils.Tensor("sequence_length", np.array([[len(tokens)]], dtype=np.int32)),
+        pb_utils.Tensor("cum_log_probs", np.array([[cum_log_prob]], dtype=np.float32)),
+        pb_utils.Tensor(
+            "output_log_probs",
+            np.array(log_probs if len(log_probs) == len(tokens) else [0.0] * len(tokens), dtype=np.float32).reshape(
+                1, 1, len(tokens)
             ),
-        ]
-    )
+        ),
+    ]
+    tensors += [pb_utils.Tensor(name, array) for name, array in (extra or {}).items()]
+    return pb_utils.InferenceResponse(output_tensors=tensors)
 
 
 class _Counters:
@@ -88,12 +75,28 @@ class _NoCounters:
 class _Reply:
     """Delivers one request's results: streamed per step, or all at once at the end."""
 
-    def __init__(self, request, sender, streaming, prompt_ids, exclude_input, counters):
+    def __init__(self, request, sender, streaming, options, counters):
         self.request, self.sender, self.streaming, self.counters = request, sender, streaming, counters
-        self.echo = [] if exclude_input or streaming else list(prompt_ids)
+        self.options = options
+        self.echo = [] if options.exclude_input or streaming else list(options.prompt_ids)
         self.log_probs = []
+        self.context_logits = None
+        self.generation_logits = []  # [1, vocab] per step, until the end (non-streaming)
         self.response = None  # non-decoupled mode: what execute() returns
         self.done = threading.Event()
+
+    def _extra(self, tokens, context_logits, generation_logits):
+        """The optional outputs asked for, shaped as TensorRT-LLM returns them (batch and beam dims included)."""
+        extra = {}
+        if context_logits is not None:
+            extra["context_logits"] = context_logits.numpy()[None]
+        if generation_logits:
+            extra["generation_logits"] = np.concatenate([g.numpy() for g in generation_logits])[None, None]
+        if self.options.return_num_input_tokens:
+            extra["num_input_tokens"] = np.array([[len(self.options.prompt_ids)]], dtype=np.int32)
+        if self.options.return_num_output_tokens:  # the tokens in this response's output_ids, as upstream counts
+            extra["num_output_tokens"] = np.array([[len(tokens)]], dtype=np.int32)
+        return extra
 
     def is_cancelled(self):
         if self.sender is not None:
@@ -103,14 +106,19 @@ class _Reply:
     def on_step(self, sequence, result):
         self.log_probs += result.log_probs
         if self.streaming:
-            response = _outputs(result.new_tokens, result.log_probs, sequence.cum_log_prob)
+            steps = [result.generation_logits] if result.generation_logits is not None else []
+            extra = self._extra(result.new_tokens, result.context_logits, steps)
+            response = _outputs(result.new_tokens, result.log_probs, sequence.cum_log_prob, extra)
             self.sender.send(response, flags=FINAL if result.finished else 0)
-        elif result.finished:
-            self._finish(
-                _outputs(
-                    self.echo + sequence.output_ids, [0.0] * len(self.echo) + self.log_probs, sequence.cum_log_prob
-                )
-            )
+        else:
+            if result.context_logits is not None:
+                self.context_logits = result.context_logits
+            if result.generation_logits is not None:
+                self.generation_logits.append(result.generation_logits)
+            if result.finished:
+                tokens = self.echo + sequence.output_ids
+                extra = self._extra(tokens, self.context_logits, self.generation_logits)
+                self._finish(_outputs(tokens, [0.0] * len(self.echo) + self.log_probs, sequence.cum_log_prob, extra))
         if result.finished:
             self.counters.ended("completed", len(sequence.output_ids))
             self.done.set()
@@ -193,37 +201,17 @@ class TritonPythonModel:
         return None
 
     def _parse(self, request, sender):
-        input_ids = input_array(request, "input_ids")
-        if input_ids.ndim > 1 and input_ids.shape[0] != 1:
-            raise ValueError(f"one sequence per request is supported, got a batch of {input_ids.shape[0]}")
-        length = input_scalar(request, "input_lengths", input_ids.size)
-        prompt_ids = input_ids.reshape(-1)[:length].tolist()
-        if self.max_input_len and len(prompt_ids) > self.max_input_len:
-            raise ValueError(f"input length {len(prompt_ids)} exceeds max_input_len {self.max_input_len}")
-        if input_scalar(request, "beam_width", 1) != 1:
-            raise ValueError("beam search is not supported by the hf runtime; use beam_width 1")
-        params = SamplingParams(
-            max_new_tokens=input_scalar(request, "request_output_len", 0),
-            end_id=input_scalar(request, "end_id", None),
-            temperature=input_scalar(request, "temperature", 1.0, float),
-            top_k=input_scalar(request, "runtime_top_k", 0),
-            top_p=input_scalar(request, "runtime_top_p", 0.0, float),
-            seed=input_scalar(request, "random_seed", None),
-            repetition_penalty=input_scalar(request, "repetition_penalty", 1.0, float),
-            presence_penalty=input_scalar(request, "presence_penalty", 0.0, float),
-            frequency_penalty=input_scalar(request, "frequency_penalty", 0.0, float),
-            min_length=input_scalar(request, "min_length", 0),
-            stop_words=_word_lists(request, "stop_words_list"),
-            bad_words=_word_lists(request, "bad_words_list"),
-            return_log_probs=input_scalar(request, "return_log_probs", False, bool),
+        options = read_request(
+            lambda name: input_array(request, name),
+            vocab_size=self.engine.vocab_size,
+            max_input_len=self.max_input_len,
+            exclude_input_default=self.exclude_input_default,
         )
-        self.engine.check(len(prompt_ids), params)
-        streaming = self.decoupled and input_scalar(request, "streaming", False, bool)
-        exclude = input_scalar(request, "exclude_input_in_output", self.exclude_input_default, bool)
-        reply = _Reply(request, sender, streaming, prompt_ids, exclude, self.counters)
+        self.engine.check(len(options.prompt_ids), options.params)
+        reply = _Reply(request, sender, self.decoupled and options.streaming, options, self.counters)
         sequence = Sequence(
-            prompt_ids=prompt_ids,
-            params=params,
+            prompt_ids=options.prompt_ids,
+            params=options.params,
             on_step=reply.on_step,
             on_error=reply.on_error,
             on_cancel=reply.on_cancel,
