@@ -187,6 +187,20 @@ def test_a_changed_checkpoint_file_changes_the_inputs(tiny_model_dir, tmp_path, 
     assert second.manifest["inputs_digest"] != first.manifest["inputs_digest"]
 
 
+def test_the_manifest_records_the_checkpoints_sampling_defaults(built, tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from tritonrepo.source.tiny_llama import TINY_LLAMA_SAMPLING
+
+    assert json.loads((built / MANIFEST).read_text())["generation_defaults"] == TINY_LLAMA_SAMPLING
+    monkeypatch.setenv("TRITONREPO_CACHE", str(tmp_path / "cache"))
+    greedy = tmp_path / "greedy-ckpt"
+    shutil.copytree(tiny_model_dir, greedy)
+    (greedy / "generation_config.json").write_text(json.dumps({"eos_token_id": 1, "do_sample": False}))
+    result = build(BuildRequest(model=str(greedy), output=tmp_path / "greedy"))
+    assert result.manifest["generation_defaults"] == {"do_sample": False}
+
+
 def test_a_quiet_command_does_not_silence_the_next_one(tmp_path):
     runner = CliRunner()
     assert runner.invoke(cli, ["-q", "build", "--model", "tiny-llama", "-o", str(tmp_path / "a")]).stderr == ""

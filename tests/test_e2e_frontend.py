@@ -108,6 +108,49 @@ def test_completions_return_the_raw_text_without_splitting(client):
     assert response.choices[0].finish_reason == "stop"
 
 
+# --- usage when a stop string cuts the text ------------------------------------------------------------------------
+STOP = " cat"  # in the middle of the script: "... which means cat in Chinese ..."
+
+
+@pytest.fixture(scope="module")
+def tokens_before_stop(deployment) -> int:
+    """How many of the script's tokens make up the text before STOP (the tokens whose text is returned)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(deployment.repository / "preprocessing/1/tokenizer"))
+    ids = tokenizer.encode(DEFAULT_SCRIPT, add_special_tokens=False)
+    prefix = DEFAULT_SCRIPT[: DEFAULT_SCRIPT.index(STOP)]
+    count = next(k for k in range(len(ids) + 1) if tokenizer.decode(ids[:k]) == prefix)
+    assert 5 < count < len(ids) - 5  # the cut is well inside the script
+    return count
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["scripted-llama", "ensemble", "tensorrt_llm_bls"])
+def test_usage_counts_only_the_tokens_of_the_text_a_stop_string_left(client, tokens_before_stop, model, stream):
+    kwargs = dict(model=model, prompt=COMPLETION_PROMPT, max_tokens=200, stop=[STOP])
+    if stream:
+        chunks = list(client.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
+        text = "".join(c.choices[0].text for c in chunks if c.choices)
+        reason = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        usage = chunks[-1].usage
+    else:
+        reply = client.completions.create(**kwargs)
+        text, reason, usage = reply.choices[0].text, reply.choices[0].finish_reason, reply.usage
+    assert (text, reason) == (DEFAULT_SCRIPT[: DEFAULT_SCRIPT.index(STOP)], "stop")
+    # Not the whole generation (the script runs on after the stop string), nor the stop string's own tokens.
+    assert usage.completion_tokens == tokens_before_stop
+    assert usage.total_tokens == usage.prompt_tokens + tokens_before_stop
+
+
+def test_without_temperature_the_scripted_model_stays_greedy(deployment, client):
+    manifest = (deployment.repository / "tritonrepo.json").read_text()
+    assert '"generation_defaults": {\n    "do_sample": false\n  }' in manifest  # its generation_config.json says greedy
+    for seed in (1, 2):
+        reply = client.completions.create(model="ensemble", prompt=COMPLETION_PROMPT, max_tokens=200, seed=seed)
+        assert reply.choices[0].text == DEFAULT_SCRIPT
+
+
 # --- sampling extensions -------------------------------------------------------------------------------------------
 def test_ignore_eos_and_min_tokens_generate_past_the_end_token(client):
     plain = client.completions.create(model="scripted-llama", prompt=COMPLETION_PROMPT, max_tokens=200)

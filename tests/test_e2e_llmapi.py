@@ -157,6 +157,21 @@ def test_max_tokens_ends_with_finish_reason_length(openai_client, stream):
     assert (text, reason) == ("".join(DOUBLE.SCRIPT[:3]), "length")
 
 
+def test_sampling_reaches_the_llm_api_with_the_checkpoints_defaults(openai_client, record, tiny_model_dir):
+    from tritonrepo.source.tiny_llama import TINY_LLAMA_SAMPLING
+
+    def sampling(prompt: str, **kwargs) -> dict:
+        openai_client.completions.create(model=MODEL, prompt=prompt, max_tokens=4, **kwargs)
+        found = record.last_generation(prompt=prompt)["sampling"]
+        return {key: found[key] for key in ("temperature", "top_p", "top_k")}
+
+    # No temperature: the checkpoint's generation_config.json (model.yaml's `model`), here tiny-llama's 0.6 / 0.95.
+    assert TINY_LLAMA_SAMPLING["temperature"] == 0.6 and TINY_LLAMA_SAMPLING["top_p"] == 0.95
+    assert sampling("defaults") == {"temperature": pytest.approx(0.6), "top_p": pytest.approx(0.95), "top_k": None}
+    assert sampling("greedy", temperature=0) == {"temperature": None, "top_p": None, "top_k": 1}
+    assert sampling("given", temperature=1.5, top_p=0.5) == {"temperature": 1.5, "top_p": 0.5, "top_k": None}
+
+
 def test_a_stop_string_reaches_the_model_and_ends_the_text_before_it(openai_client, record):
     reply = openai_client.completions.create(model=MODEL, prompt="hello", max_tokens=64, stop=[" 東京"])
     assert reply.choices[0].text == "Triton double speaking: café"

@@ -198,6 +198,16 @@ def test_concurrent_requests_each_get_their_own_answer(openai_client):
         ({"model": "gpt-17", "prompt": "hi", "max_tokens": 4}, 404, "gpt-17"),
         ({"model": "tiny-llama", "prompt": "hi", "max_tokens": "many"}, 400, "max_tokens"),
         ({"model": "tiny-llama", "prompt": "hi", "temperature": "hot"}, 400, "temperature"),
+        # beyond the tensors the values are sent as (top_k 2^40 was a 500 with a Python struct error)
+        ({"model": "tiny-llama", "prompt": "hi", "max_tokens": 4, "top_k": 2**40}, 400, "top_k"),
+        ({"model": "ensemble", "prompt": "hi", "max_tokens": 4, "top_k": 2**31}, 400, "top_k"),
+        ({"model": "tiny-llama", "prompt": "hi", "max_tokens": 4, "seed": 2**64}, 400, "seed"),
+        ({"model": "tiny-llama", "prompt": "hi", "max_tokens": 4, "min_tokens": 2**31}, 400, "min_tokens"),
+        # OpenAI features this server lacks, and fields it does not know: refused by name, never ignored
+        ({"model": "tiny-llama", "prompt": "hi", "max_tokens": 4, "best_of": 3}, 400, "best_of"),
+        ({"model": "tiny-llama", "prompt": "hi", "max_tokens": 4, "suffix": "end"}, 400, "suffix"),
+        ({"model": "tiny-llama", "prompt": "hi", "max_tokens": 4, "logit_bias": {"7": 50}}, 400, "logit_bias"),
+        ({"model": "tiny-llama", "prompt": "hi", "max_tokens": 4, "min_p": 0.1}, 400, "min_p"),
     ],
 )
 def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(deployment, openai_client, body, status, words):
@@ -207,6 +217,85 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(deployment, o
     assert response.status_code == status, response.text
     assert words in response.json()["error"]["message"]
     assert openai_client.completions.create(model="tiny-llama", prompt="ok", max_tokens=2).choices[0].text is not None
+
+
+def test_chat_features_this_server_lacks_are_refused_by_name_through_the_openai_client(openai_client):
+    import openai
+
+    messages = [{"role": "user", "content": "hi"}]
+    refused = {
+        "tools": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
+        "tool_choice": {"tool_choice": "required"},
+        "response_format": {"response_format": {"type": "json_object"}},
+        "logit_bias": {"logit_bias": {"7": 50}},
+        "functions": {"functions": [{"name": "f", "parameters": {"type": "object"}}]},
+    }
+    for field, kwargs in refused.items():
+        with pytest.raises(openai.BadRequestError) as caught:
+            openai_client.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=4, **kwargs)
+        assert caught.value.body["param"] == field and "not supported" in caught.value.body["message"], field
+    neutral = dict(tools=[], tool_choice="none", response_format={"type": "text"}, logit_bias={}, user="someone")
+    reply = openai_client.chat.completions.create(model="tiny-llama", messages=messages, max_tokens=4, **neutral)
+    assert reply.usage.completion_tokens == 4
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "ensemble", "tensorrt_llm_bls"])
+def test_the_largest_values_the_tensors_hold_are_served(openai_client, model):
+    reply = openai_client.completions.create(
+        model=model,
+        prompt="Hello",
+        max_tokens=4,
+        temperature=2.0,
+        top_p=1.0,
+        seed=2**64 - 1,
+        extra_body={"top_k": 2**31 - 1, "min_tokens": 4},
+    )
+    assert reply.usage.completion_tokens == 4
+
+
+# --- sampling: OpenAI's semantics on every entry point, not TensorRT-LLM's greedy defaults ---------------------------
+ENTRY_POINT_NAMES = ["tiny-llama", "ensemble", "tensorrt_llm_bls"]
+
+
+def _text(openai_client, endpoint: str, model: str, **kwargs) -> str:
+    if endpoint == "chat":
+        messages = [{"role": "user", "content": "Tell me a story about 東京"}]
+        reply = openai_client.chat.completions.create(model=model, messages=messages, max_tokens=16, **kwargs)
+        return reply.choices[0].message.content
+    return (
+        openai_client.completions.create(model=model, prompt="Once upon a time", max_tokens=16, **kwargs)
+        .choices[0]
+        .text
+    )
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+@pytest.mark.parametrize("model", ENTRY_POINT_NAMES)
+def test_temperature_samples_and_the_seed_decides_what(openai_client, endpoint, model):
+    greedy = _text(openai_client, endpoint, model, temperature=0)
+    sampled = {seed: _text(openai_client, endpoint, model, temperature=1.0, seed=seed) for seed in (1, 2, 3)}
+    assert _text(openai_client, endpoint, model, temperature=1.0, seed=1) == sampled[1]  # same seed, same text
+    assert len(set(sampled.values())) > 1, sampled  # other seeds, other text
+    # temperature without top_p samples (it was greedy: TensorRT-LLM's top_k 0 + top_p 0 leaked through)
+    assert any(text != greedy for text in sampled.values()), (greedy, sampled)
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+@pytest.mark.parametrize("model", ENTRY_POINT_NAMES)
+def test_an_absent_temperature_follows_the_recorded_generation_defaults(deployment, openai_client, endpoint, model):
+    from tritonrepo.source.tiny_llama import TINY_LLAMA_SAMPLING
+
+    manifest = json.loads((deployment.repository / "tritonrepo.json").read_text())
+    assert (
+        manifest["generation_defaults"] == TINY_LLAMA_SAMPLING == {"do_sample": True, "temperature": 0.6, "top_p": 0.95}
+    )
+    seeds = (1, 2, 3)
+    default = {seed: _text(openai_client, endpoint, model, seed=seed) for seed in seeds}
+    recorded = {seed: _text(openai_client, endpoint, model, seed=seed, temperature=0.6, top_p=0.95) for seed in seeds}
+    openai_own = {seed: _text(openai_client, endpoint, model, seed=seed, temperature=1.0, top_p=1.0) for seed in seeds}
+    assert default == recorded
+    assert default != openai_own  # the checkpoint's defaults, not OpenAI's, apply
+    assert len(set(default.values())) > 1  # and they sample
 
 
 def test_malformed_json_is_a_400(deployment):

@@ -25,13 +25,24 @@ def asgi(tmp_path_factory):
     return _stack(tmp_path_factory.mktemp("fuzz"))
 
 
+_GATES = (
+    "n", "logprobs", "top_logprobs", "tools", "tool_choice", "functions", "function_call", "response_format",
+    "logit_bias", "suffix", "best_of",
+)  # fmt: skip
+
+
 def _check(case, mode) -> None:
     if mode is GenerationMode.POSITIVE and isinstance(case.body, dict):
-        # A random model name is a 404, and n > 1 or logprobs a 400, before the other fields are looked at: name the
-        # served model and drop those, so the fuzzed sampling fields and messages reach the serving code.
+        # A random model name is a 404, and n > 1, logprobs or a feature this server lacks (tools, ...) a 400, before
+        # the other fields are looked at: name the served model and drop those, so the fuzzed sampling fields and
+        # messages reach the serving code.
         case.body["model"] = "tiny-llama"
-        for gate in ("n", "logprobs", "top_logprobs"):
+        for gate in _GATES:
             case.body.pop(gate, None)
+        for message in case.body.get("messages") or []:
+            if isinstance(message, dict):
+                for gate in ("tool_calls", "function_call", "refusal"):
+                    message.pop(gate, None)
     response = case.call()
     assert response.status_code < 500, (case.method, case.path, case.body, response.text[:500])
     if response.status_code >= 400:

@@ -23,7 +23,7 @@ def error_fields(exc: ValidationError) -> set[str]:
     return {".".join(str(part) for part in error["loc"]) for error in exc.errors()}
 
 
-def test_chat_request_accepts_openai_shape_and_ignores_unknown_fields():
+def test_chat_request_accepts_openai_shape():
     request = ChatCompletionRequest.model_validate(
         {
             "model": "tiny-llama",
@@ -59,6 +59,23 @@ def test_chat_request_accepts_openai_shape_and_ignores_unknown_fields():
         ("seed", -1),
         ("max_tokens", "5"),
         ("stream", "yes"),
+        # Beyond what the entry models' tensors hold (INT32, UINT64), or what OpenAI allows.
+        ("top_k", 2**31),
+        ("top_k", 2**40),
+        ("top_k", 2**63),
+        ("top_k", -1),
+        ("max_tokens", 2**31),
+        ("max_completion_tokens", 2**40),
+        ("min_tokens", 2**31),
+        ("min_tokens", -1),
+        ("seed", 2**64),
+        ("n", 129),
+        ("presence_penalty", 2.5),
+        ("frequency_penalty", -2.01),
+        ("repetition_penalty", 0),
+        ("repetition_penalty", -1.0),
+        ("repetition_penalty", 1e39),
+        ("top_logprobs", 21),
     ],
 )
 def test_chat_request_rejects_out_of_range_or_wrong_type(field, value):
@@ -112,3 +129,102 @@ def test_chunk_serialization_matches_openai_delta_shape():
     last = dumped(DeltaMessage(), "stop", UsageInfo(prompt_tokens=1, completion_tokens=2, total_tokens=3))
     assert last["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}
     assert last["usage"]["total_tokens"] == 3
+
+
+@pytest.mark.parametrize(
+    "field", ["temperature", "top_p", "presence_penalty", "frequency_penalty", "repetition_penalty"]
+)
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused_naming_the_field(field, literal):
+    body = f'{{"messages": [{{"role": "user", "content": "hi"}}], "{field}": {literal}}}'
+    with pytest.raises(ValidationError) as caught:
+        ChatCompletionRequest.model_validate_json(body)
+    assert error_fields(caught.value) == {field}
+
+
+def test_the_largest_values_the_tensors_hold_are_accepted():
+    request = ChatCompletionRequest.model_validate(
+        {"messages": MESSAGES, "top_k": 2**31 - 1, "seed": 2**64 - 1, "max_tokens": 2**31 - 1, "min_tokens": 2**31 - 1}
+    )
+    assert request.top_k == 2**31 - 1 and request.seed == 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"function_call": "auto"}, "function_call"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"id": "1"}]}]}, "messages.0.tool_calls"),
+    ],
+)
+def test_chat_features_this_server_lacks_are_refused_by_name(fields, where):
+    with pytest.raises(ValidationError) as caught:
+        ChatCompletionRequest.model_validate({"messages": MESSAGES, **fields})
+    (error,) = caught.value.errors()
+    assert error["type"] == "unsupported" and error_fields(caught.value) == {where}
+    assert "not supported" in error["msg"]
+
+
+def test_values_that_ask_for_no_feature_are_accepted():
+    request = ChatCompletionRequest.model_validate(
+        {
+            "messages": [
+                {"role": "assistant", "content": "a", "tool_calls": [], "refusal": None, "name": "bot"},
+                {"role": "user", "content": "b", "name": "ann"},
+            ],
+            "tools": [],
+            "tool_choice": "none",
+            "functions": [],
+            "function_call": "none",
+            "response_format": {"type": "text"},
+            "logit_bias": {},
+            "parallel_tool_calls": False,
+            "user": "someone",
+        }
+    )
+    assert request.messages[1].for_template() == {"role": "user", "content": "b", "name": "ann"}
+    completion = CompletionRequest.model_validate({"prompt": "p", "suffix": "", "best_of": 1, "user": "someone"})
+    assert completion.best_of == 1
+
+
+@pytest.mark.parametrize(("fields", "where"), [({"suffix": "end"}, "suffix"), ({"best_of": 3}, "best_of")])
+def test_completion_features_this_server_lacks_are_refused_by_name(fields, where):
+    with pytest.raises(ValidationError) as caught:
+        CompletionRequest.model_validate({"prompt": "p", **fields})
+    assert error_fields(caught.value) == {where} and caught.value.errors()[0]["type"] == "unsupported"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": MESSAGES, "repetition_penalty_typo": 1.1},
+        {"messages": MESSAGES, "min_p": 0.1},
+        {"messages": [{"role": "user", "content": "hi", "cache_control": {}}]},
+    ],
+)
+def test_unknown_fields_are_refused_not_ignored(body):
+    with pytest.raises(ValidationError) as caught:
+        ChatCompletionRequest.model_validate(body)
+    assert caught.value.errors()[0]["type"] == "extra_forbidden"
+
+
+def test_developer_messages_reach_the_template_as_system_with_their_reasoning():
+    request = ChatCompletionRequest.model_validate(
+        {
+            "messages": [
+                {"role": "developer", "content": "d"},
+                {"role": "assistant", "content": "x", "reasoning_content": "r"},
+            ]
+        }
+    )
+    assert [m.for_template() for m in request.messages] == [
+        {"role": "system", "content": "d"},
+        {"role": "assistant", "content": "x", "reasoning_content": "r"},
+    ]

@@ -94,6 +94,74 @@ def test_wrong_values_are_400_naming_the_field(make_app, body, field):
     assert error["type"] == "invalid_request_error" and not generator.calls
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/chat/completions", {**CHAT, "top_k": 2**40}, "top_k"),  # was a 500: "'i' format requires ..."
+        ("/v1/completions", {"prompt": "hi", "top_k": 2**31}, "top_k"),
+        ("/v1/completions", {"prompt": "hi", "seed": 2**64}, "seed"),
+        ("/v1/completions", {"prompt": "hi", "max_tokens": 2**31}, "max_tokens"),
+        ("/v1/chat/completions", {**CHAT, "min_tokens": 2**33}, "min_tokens"),
+        ("/v1/chat/completions", {**CHAT, "temperature": 2.5}, "temperature"),
+        ("/v1/chat/completions", {**CHAT, "repetition_penalty": 0}, "repetition_penalty"),
+    ],
+)
+def test_numbers_beyond_their_range_are_400_naming_the_field(make_app, path, body, field):
+    app, generator = make_app()
+    error = assert_openai_error(run(post(app, path, json=body)), 400)
+    assert error["param"] == field and field in error["message"] and not generator.calls
+
+
+def test_non_finite_numbers_are_400_naming_the_field(make_app):
+    app, _ = make_app()
+    body = b'{"model": "tiny-llama", "prompt": "hi", "temperature": NaN}'
+    response = run(post(app, "/v1/completions", content=body, headers={"content-type": "application/json"}))
+    error = assert_openai_error(response, 400)
+    assert error["param"] == "temperature" and "finite" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "field"),
+    [
+        ("/v1/chat/completions", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ("/v1/chat/completions", {"tool_choice": "required"}, "tool_choice"),
+        ("/v1/chat/completions", {"response_format": {"type": "json_object"}}, "response_format"),
+        ("/v1/chat/completions", {"logit_bias": {"5": 10}}, "logit_bias"),
+        ("/v1/chat/completions", {"functions": [{"name": "f"}]}, "functions"),
+        ("/v1/completions", {"suffix": "the end"}, "suffix"),
+        ("/v1/completions", {"best_of": 2}, "best_of"),
+        ("/v1/completions", {"logit_bias": {"5": 10}}, "logit_bias"),
+    ],
+)
+def test_features_this_server_lacks_are_400_naming_them(make_app, path, extra, field):
+    app, generator = make_app()
+    body = {**(CHAT if path == "/v1/chat/completions" else {"prompt": "hi"}), **extra}
+    error = assert_openai_error(run(post(app, path, json=body)), 400)
+    assert error["param"] == field and error["message"].startswith(field) and "not supported" in error["message"]
+    assert not generator.calls
+
+
+def test_an_unknown_field_is_400_naming_it(make_app):
+    app, generator = make_app()
+    error = assert_openai_error(run(post(app, "/v1/chat/completions", json={**CHAT, "min_p": 0.1})), 400)
+    assert error == {
+        "message": "Unrecognized request argument supplied: min_p",
+        "type": "invalid_request_error",
+        "param": "min_p",
+        "code": None,
+    }
+    assert not generator.calls
+
+
+def test_values_that_ask_for_nothing_are_served(make_app):
+    app, generator = make_app()
+    neutral = {"tools": [], "tool_choice": "none", "response_format": {"type": "text"}, "logit_bias": {}, "user": "u"}
+    assert run(post(app, "/v1/chat/completions", json={**CHAT, **neutral})).status_code == 200
+    completion = {"prompt": "hi", "suffix": "", "best_of": 1, "n": 1}
+    assert run(post(app, "/v1/completions", json=completion)).status_code == 200
+    assert len(generator.calls) == 2
+
+
 def test_empty_prompt_and_non_object_body_are_400(make_app):
     app, _ = make_app()
     assert assert_openai_error(run(post(app, "/v1/completions", json={"prompt": ""})), 400)["param"] == "prompt"
@@ -366,11 +434,18 @@ def test_openai_client_completions_and_errors(make_app):
             await client.completions.create(model="missing", prompt="hi")
         with pytest.raises(openai.BadRequestError) as caught:
             await client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hi"}], n=2)
-        return completion, caught.value
+        with pytest.raises(openai.BadRequestError) as tools:
+            await client.chat.completions.create(
+                model="tiny-llama",
+                messages=[{"role": "user", "content": "hi"}],
+                tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
+            )
+        return completion, caught.value, tools.value
 
-    completion, error = run(scenario())
+    completion, error, tools = run(scenario())
     assert completion.choices[0].text == REPLY and completion.choices[0].finish_reason == "length"
     assert "n > 1" in error.message
+    assert tools.body["param"] == "tools" and "not supported" in tools.body["message"]
 
 
 # --- app.py: reading the repository and running ---------------------------------------------------------------------
@@ -385,6 +460,36 @@ def test_repository_without_manifest_falls_back_to_layout(tmp_path, tokenizer_di
     info = load_repository_info(tmp_path, served_model_name="my-llm")
     assert info.models.names() == ["my-llm", "ensemble"] and info.tokenizer_dir == tokenizer_dir
     assert info.models.limits.max_seq_len is None
+
+
+def test_generation_defaults_come_from_the_manifest_else_the_tokenizer_folder(tmp_path, tokenizer_dir):
+    import shutil
+
+    recorded = {"do_sample": True, "temperature": 0.6, "top_p": 0.95}
+    ours = make_repository(tmp_path / "ours", tokenizer_dir)
+    manifest = json.loads((ours / "tritonrepo.json").read_text())
+    (ours / "tritonrepo.json").write_text(json.dumps({**manifest, "generation_defaults": recorded}))
+    assert load_repository_info(ours).generation_defaults == recorded
+    # No record (a repository made elsewhere, or before builds recorded it): the tokenizer folder is often the
+    # checkpoint itself, whose generation_config.json says the same.
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(tokenizer_dir, checkpoint)
+    (checkpoint / "generation_config.json").write_text(json.dumps({"eos_token_id": 1, "do_sample": False}))
+    older = make_repository(tmp_path / "older", checkpoint)
+    assert load_repository_info(older).generation_defaults == {"do_sample": False}
+    assert load_repository_info(make_repository(tmp_path / "plain", tokenizer_dir)).generation_defaults == {}
+
+
+def test_the_app_serves_with_the_recorded_defaults(tmp_path, tokenizer_dir):
+    repository = make_repository(tmp_path / "repo", tokenizer_dir)
+    manifest = json.loads((repository / "tritonrepo.json").read_text())
+    recorded = {"do_sample": True, "temperature": 0.6, "top_p": 0.95}
+    (repository / "tritonrepo.json").write_text(json.dumps({**manifest, "generation_defaults": recorded}))
+    generator = ScriptedGenerator()
+    app = build_app(FrontendSettings(repository=repository), generator=generator)
+    assert run(post(app, "/v1/completions", json={"prompt": "hi"})).status_code == 200
+    params = generator.calls[0][1]
+    assert (params.temperature, params.top_p, params.top_k) == (0.6, 0.95, None)
 
 
 def test_repository_with_missing_tokenizer_is_a_clear_error(tmp_path, tokenizer_dir):

@@ -192,6 +192,8 @@ def test_n_above_one_and_logprobs_are_refused(tokenizer):
     assert "not supported" in expect_400(make_serving(tokenizer).chat(chat_request(n=2))).message
     assert "not supported yet" in expect_400(make_serving(tokenizer).chat(chat_request(logprobs=True))).message
     assert expect_400(make_serving(tokenizer).complete(CompletionRequest(prompt="p", logprobs=2))).param == "logprobs"
+    # logprobs 0 still asks for the chosen tokens' log probabilities: refused, not silently dropped
+    assert expect_400(make_serving(tokenizer).complete(CompletionRequest(prompt="p", logprobs=0))).param == "logprobs"
 
 
 def test_tokenizer_without_chat_template_is_a_clear_400(tmp_path):
@@ -204,7 +206,98 @@ def test_tokenizer_without_chat_template_is_a_clear_400(tmp_path):
 def test_sampling_parameter_the_model_lacks_is_refused(tokenizer):
     generator = ScriptedGenerator(inputs={"text_input", "max_tokens", "stream", "temperature"})
     assert expect_400(make_serving(tokenizer, generator).chat(chat_request(seed=1))).param == "seed"
+    assert expect_400(make_serving(tokenizer, generator).chat(chat_request(repetition_penalty=1.2))).param == (
+        "repetition_penalty"
+    )
     assert run(make_serving(tokenizer, generator).chat(chat_request(temperature=1.0))).choices[0].message.content
+
+
+def test_repetition_penalty_reaches_a_model_that_takes_it(tokenizer):
+    generator = ScriptedGenerator(inputs={"text_input", "max_tokens", "stream", "repetition_penalty"})
+    run(make_serving(tokenizer, generator).chat(chat_request(repetition_penalty=1.3)))
+    assert generator.calls[0][1].repetition_penalty == 1.3
+
+
+def test_message_names_and_reasoning_reach_the_chat_template(tokenizer):
+    generator = ScriptedGenerator()
+    template = (
+        "{% for m in messages %}[{{ m['name'] | default('-') }}/{{ m['reasoning_content'] | default('') }}]{% endfor %}"
+    )
+    messages = [
+        {"role": "user", "content": "hi", "name": "ann"},
+        {"role": "assistant", "content": "x", "reasoning_content": "r"},
+    ]
+    run(make_serving(tokenizer, generator, chat_template=template).chat(chat_request(messages=messages)))
+    assert generator.calls[0][1].prompt == "[ann/][-/r]"
+
+
+# --- sampling defaults (item: temperature > 0 must sample; absent values follow the checkpoint) -------------------
+def sampled_params(tokenizer, defaults=None, **fields):
+    from tritonrepo.frontend.sampling import SamplingDefaults
+
+    generator = ScriptedGenerator()
+    sampling = SamplingDefaults.from_generation_config(defaults) if defaults is not None else None
+    run(make_serving(tokenizer, generator, sampling_defaults=sampling).chat(chat_request(**fields)))
+    params = generator.calls[0][1]
+    return params.temperature, params.top_p, params.top_k
+
+
+def test_without_a_recorded_default_a_request_gets_openais_sampling(tokenizer):
+    assert sampled_params(tokenizer) == (1.0, 1.0, None)  # OpenAI's defaults: temperature 1, top_p 1
+    assert sampled_params(tokenizer, {}) == (1.0, 1.0, None)
+    assert sampled_params(tokenizer, temperature=0.7) == (0.7, 1.0, None)
+    assert sampled_params(tokenizer, temperature=0) == (0.0, None, None)  # greedy takes no top_p default
+    assert sampled_params(tokenizer, temperature=0.5, top_p=0.2, top_k=3) == (0.5, 0.2, 3)
+
+
+def test_absent_values_follow_the_checkpoints_generation_config(tokenizer):
+    qwen_like = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20}
+    assert sampled_params(tokenizer, qwen_like) == (0.7, 0.8, 20)
+    assert sampled_params(tokenizer, qwen_like, temperature=1.0) == (1.0, 0.8, 20)
+    assert sampled_params(tokenizer, qwen_like, temperature=0) == (0.0, None, None)
+    # do_sample false means greedy, as in transformers, whatever temperature the file also holds
+    greedy = {"do_sample": False, "temperature": 0.9}
+    assert sampled_params(tokenizer, greedy) == (0.0, None, None)
+    assert sampled_params(tokenizer, greedy, temperature=0.8) == (0.8, 1.0, None)
+    # values no request could carry are not defaults
+    assert sampled_params(tokenizer, {"temperature": "hot", "top_p": 7, "top_k": True}) == (1.0, 1.0, None)
+
+
+# --- usage after a stop string: only the tokens of the returned text ----------------------------------------------
+@pytest.mark.parametrize("stream", [False, True])
+def test_completion_tokens_count_only_the_returned_text_when_a_stop_string_cuts_it(tokenizer, stream):
+    # REPLY_CHUNKS hold one token each: "h\xc3" | "\xa9llo \xf0" | ... ; "🙂" starts inside the second chunk, so the
+    # returned "héllo " comes from the first two tokens (the second only in part); the stop string's are not counted.
+    request = chat_request(stop=["🙂"], stream=stream, stream_options={"include_usage": True} if stream else None)
+    serving = make_serving(tokenizer, ScriptedGenerator())
+    if stream:
+        usage = run(collect(serving.chat(request)))[-2]["usage"]
+    else:
+        usage = run(serving.chat(request)).usage.model_dump()
+    # Non-streamed, the one response holds all six tokens: its returned part is counted by tokenizing it.
+    expected = 2 if stream else len(tokenizer.encode("héllo ", add_special_tokens=False))
+    assert usage["completion_tokens"] == expected
+    assert usage["total_tokens"] == usage["prompt_tokens"] + expected
+
+
+def test_completion_tokens_after_a_stop_string_are_exact_with_token_sizes(tokenizer):
+    from tritonrepo.frontend.triton_client import GeneratedChunk
+
+    class RuntimeModel(ScriptedGenerator):  # the runtime model's answer: token ids, so each token's size is known
+        async def generate(self, model, request):
+            self.calls.append((model, request))
+            yield GeneratedChunk(b"one two three four", num_tokens=4, token_sizes=(3, 4, 6, 5))
+
+    serving = make_serving(tokenizer, RuntimeModel())
+    for stop, expected_text, expected_tokens in [
+        (" three", "one two", 2),  # the cut falls between tokens
+        ("hree", "one two t", 3),  # the cut splits " three": its text was returned in part, so it counts
+        ("one", "", 0),
+    ]:
+        response = run(serving.complete(CompletionRequest(prompt="p", stop=[stop], max_tokens=4)))
+        assert (response.choices[0].text, response.usage.completion_tokens) == (expected_text, expected_tokens)
+    whole = run(serving.complete(CompletionRequest(prompt="p", max_tokens=4)))
+    assert whole.usage.completion_tokens == 4 and whole.choices[0].finish_reason == "length"
 
 
 # --- errors and cancellation ---------------------------------------------------------------------------------------
@@ -382,6 +475,39 @@ def test_build_inputs_sends_only_declared_inputs_with_batch_dim():
     }  # no top_p declared
     unbatched = sent(build_inputs(entry_model(batched=False), params))
     assert unbatched["max_tokens"] == ("INT32", [1]) and unbatched["stop_words"] == ("BYTES", [2])
+
+
+@pytest.mark.parametrize(
+    ("extra", "top_p_input"),
+    [({"top_p": "FP32"}, "top_p"), ({"runtime_top_p": "FP32"}, "runtime_top_p")],
+)
+def test_temperature_above_zero_without_top_p_samples_from_the_whole_distribution(extra, top_p_input):
+    import numpy as np
+
+    from tritonrepo.frontend.triton_client import build_inputs
+
+    # TensorRT-LLM and the portable runtime decode greedily when top_p and top_k are both 0 (their defaults).
+    tensors = {
+        t.name: t
+        for t in build_inputs(entry_model(extra=extra), GenerationParams(prompt="x", max_tokens=1, temperature=0.7))
+    }
+    assert np.frombuffer(tensors[top_p_input].data, np.float32).tolist() == [1.0]
+    assert np.frombuffer(tensors["temperature"].data, np.float32).tolist() == pytest.approx([0.7])
+    given = GenerationParams(prompt="x", max_tokens=1, temperature=0.7, top_p=0.25)
+    tensors = {t.name: t for t in build_inputs(entry_model(extra=extra), given)}
+    assert np.frombuffer(tensors[top_p_input].data, np.float32).tolist() == [0.25]
+
+
+def test_the_largest_values_requests_may_carry_fit_their_tensors():
+    import numpy as np
+
+    from tritonrepo.frontend.protocol import INT32_MAX, UINT64_MAX
+    from tritonrepo.frontend.triton_client import build_inputs
+
+    params = GenerationParams(prompt="x", max_tokens=INT32_MAX, temperature=2.0, top_k=INT32_MAX, seed=UINT64_MAX)
+    tensors = {t.name: t for t in build_inputs(entry_model(), params)}
+    assert np.frombuffer(tensors["top_k"].data, np.int32).tolist() == [INT32_MAX]
+    assert np.frombuffer(tensors["random_seed"].data, np.uint64).tolist() == [UINT64_MAX]
 
 
 def test_temperature_zero_becomes_greedy_top_k():
@@ -568,7 +694,7 @@ def test_runtime_model_inputs_are_token_ids_and_its_output_ids_become_exact_byte
     response.outputs.add(name="output_ids", datatype="INT32", shape=[1, 1, 2])
     response.raw_output_contents.append(np.array([[[1, 2]]], dtype=np.int32).tobytes())
     chunk, _ = parse_result(response, token_bytes=[b"", b"\xe7\x8c", b"\xab!"])
-    assert chunk.text_bytes == "猫!".encode() and chunk.num_tokens == 2
+    assert chunk.text_bytes == "猫!".encode() and chunk.num_tokens == 2 and chunk.token_sizes == (2, 2)
 
 
 def test_an_own_decoupled_repository_gets_the_fast_path_and_others_do_not(tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tritonrepo.frontend.text import IncrementalText, StopStringMatcher
+from tritonrepo.frontend.text import IncrementalText, StopStringMatcher, tokens_before
+from tritonrepo.frontend.triton_client import GeneratedChunk
 
 
 def decode_all(chunks: list[bytes]) -> list[str]:
@@ -135,3 +136,25 @@ def test_prompt_encoder_leaves_a_truncating_backend_to_transformers(tokenizer):
     # transformers switches the backend's truncation off for a plain encode; calling the backend would cut at 2
     assert encode(PROMPTS[0], False) == tokenizer.encode(PROMPTS[0], add_special_tokens=False)
     assert len(encode(PROMPTS[0], False)) > 2
+
+
+# --- tokens_before: usage after a stop string --------------------------------------------------------------------
+def _by_length(data: bytes) -> int:
+    return len(data)  # a stand-in tokenizer: one token per byte, so what it was asked to count shows
+
+
+def test_tokens_before_counts_one_token_chunks_that_start_before_the_cut():
+    chunks = [GeneratedChunk(b"ab", 1), GeneratedChunk(b"cd", 1), GeneratedChunk(b"", 1), GeneratedChunk(b"ef", 1)]
+    assert [tokens_before(cut, chunks, _by_length) for cut in range(7)] == [0, 1, 1, 2, 2, 4, 4]
+
+
+def test_tokens_before_uses_token_sizes_and_counts_a_token_the_cut_splits():
+    chunk = GeneratedChunk(b"one two three", 3, token_sizes=(3, 4, 6))
+    assert [tokens_before(cut, [chunk], _by_length) for cut in (0, 1, 3, 4, 7, 8, 13)] == [0, 1, 1, 2, 2, 3, 3]
+
+
+def test_tokens_before_tokenizes_the_returned_part_of_a_chunk_of_many_tokens_never_beyond_its_count():
+    chunk = GeneratedChunk(b"abcdef", 3)  # three tokens, sizes unknown
+    assert tokens_before(2, [GeneratedChunk(b"xy", 1), chunk], _by_length) == 1
+    assert tokens_before(4, [GeneratedChunk(b"xy", 1), chunk], _by_length) == 1 + 2
+    assert tokens_before(7, [GeneratedChunk(b"xy", 1), chunk], _by_length) == 1 + 3

@@ -4,6 +4,7 @@ launch it gets from `tritonrepo serve`, and how the front end serves it. Nothing
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -353,7 +354,9 @@ def test_the_front_end_sends_upstreams_input_names():
     assert set(sent) == {
         "text_input", "streaming", "sampling_param_max_tokens", "sampling_param_temperature", "sampling_param_seed",
         "sampling_param_stop", "sampling_param_exclude_input_from_output", "return_finish_reason",
+        "sampling_param_top_p",  # 1.0: temperature 0.5 samples, which TensorRT-LLM needs a top_p or top_k for
     }  # fmt: skip
+    assert struct.unpack("<f", sent["sampling_param_top_p"].data) == (1.0,)
     assert entry.cumulative_text and not entry.batched
 
 

@@ -19,6 +19,16 @@ def test_embedded_tiny_llama_is_created_once_in_the_cache(monkeypatch, tmp_path)
     assert (first.path / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+def test_an_embedded_model_made_by_other_code_is_not_reused(monkeypatch, tmp_path):
+    from tritonrepo.source import resolve
+
+    monkeypatch.setenv("TRITONREPO_CACHE", str(tmp_path))
+    first = resolve_model("scripted-llama").path
+    monkeypatch.setattr(resolve, "_embedded_code_digest", lambda: "0" * 12)  # as after a change to its generator
+    second = resolve_model("scripted-llama").path
+    assert second != first and (second / "config.json").is_file()
+
+
 def test_a_local_folder_resolves_to_itself(tiny_model_dir):
     source = resolve_model(str(tiny_model_dir))
     assert source.kind == "local" and source.path == tiny_model_dir.resolve()

@@ -31,6 +31,7 @@ from tritonrepo.repository.render import render_repository, templates_root
 from tritonrepo.repository.validate import check_repository
 from tritonrepo.repository.writer import place_files, staged_directory, write_rendered
 from tritonrepo.source.catalog import ModelFacts, reasoning_parser
+from tritonrepo.source.generation_config import sampling_defaults
 from tritonrepo.source.resolve import (
     CHECKPOINT_FILES,
     TOKENIZER_FILES,
@@ -136,6 +137,7 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
         "sources": digests.of_files(source_files),
         "engine": engine and engine["inputs_digest"],
         "model": {"source": source.kind, "id": source.id, "revision": source.revision},
+        "generation_defaults": sampling_defaults(source.path),  # engine builds do not read generation_config.json
     }
     digests.save()
     inputs_digest = digest(render_inputs)
@@ -262,6 +264,8 @@ def _manifest(
         "tool": {"name": "tritonrepo", "version": __version__},
         "model": {"name": source.name, "source": source.kind, "id": source.id, "revision": source.revision},
         "reasoning_parser": reasoning_parser(source.name, source.id),
+        # The checkpoint's sampling defaults: what the front end gives requests without temperature/top_p/top_k.
+        "generation_defaults": sampling_defaults(source.path),
         "runtime": plan.runtime,
         "runtime_reason": plan.reason,
         "entry_points": list(ENTRY_POINTS),

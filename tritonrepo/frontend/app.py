@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ServerError
 from ..repository.manifest import MANIFEST
 from ..repository.params import ENTRY_POINTS
+from ..source.generation_config import sampling_defaults
 from .policy import FrontendPolicy
+from .sampling import SamplingDefaults
 from .serving import ModelLimits, OpenAIServing, ServedModels
 from .triton_client import TextGenerator, TritonGrpcGenerator
 
@@ -41,6 +43,9 @@ class RepositoryInfo:
     models: ServedModels
     tokenizer_dir: Path
     manifest: dict[str, Any] = field(default_factory=dict)  # empty for repositories made elsewhere
+    # The checkpoint's generation_config.json sampling keys (do_sample, temperature, top_p, top_k): what build
+    # recorded, else what the tokenizer folder's own generation_config.json says (a Hugging Face checkpoint there).
+    generation_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 # --- what the repository serves ------------------------------------------------------------------------------------
@@ -100,7 +105,14 @@ def _from_manifest(root: Path, manifest: dict[str, Any], override: str | None) -
     tokenizer_dir = manifest.get("tokenizer_dir")
     if not tokenizer_dir:
         raise ServerError(f"{root / MANIFEST} has no tokenizer_dir.")
-    return RepositoryInfo(models=models, tokenizer_dir=_existing_dir(root, tokenizer_dir), manifest=manifest)
+    tokenizer_path = _existing_dir(root, tokenizer_dir)
+    recorded = manifest.get("generation_defaults")
+    return RepositoryInfo(
+        models=models,
+        tokenizer_dir=tokenizer_path,
+        manifest=manifest,
+        generation_defaults=recorded if isinstance(recorded, dict) else sampling_defaults(tokenizer_path),
+    )
 
 
 def _declared_inputs(config_path: Path) -> set[str]:
@@ -126,7 +138,10 @@ def _from_layout(root: Path, override: str | None) -> RepositoryInfo:
         names = ", ".join(ENTRY_POINTS)
         raise ServerError(f"{root} has neither {MANIFEST} nor an entry-point model ({names}, or an llmapi model).")
     models = ServedModels(entry_points=entry_points, default_entry_point=entry_points[0], alias=override)
-    return RepositoryInfo(models=models, tokenizer_dir=_existing_dir(root, _preprocessing_tokenizer_dir(root)))
+    tokenizer_dir = _existing_dir(root, _preprocessing_tokenizer_dir(root))
+    return RepositoryInfo(
+        models=models, tokenizer_dir=tokenizer_dir, generation_defaults=sampling_defaults(tokenizer_dir)
+    )
 
 
 def _from_llmapi(root: Path, name: str, settings: dict[str, Any], override: str | None) -> RepositoryInfo:
@@ -142,7 +157,8 @@ def _from_llmapi(root: Path, name: str, settings: dict[str, Any], override: str 
             max_batch_size=settings.get("max_batch_size"),
         ),
     )
-    return RepositoryInfo(models=models, tokenizer_dir=_checkpoint_dir(root, str(settings.get("model") or "")))
+    checkpoint = _checkpoint_dir(root, str(settings.get("model") or ""))
+    return RepositoryInfo(models=models, tokenizer_dir=checkpoint, generation_defaults=sampling_defaults(checkpoint))
 
 
 def _checkpoint_dir(root: Path, model: str) -> Path:
@@ -248,6 +264,7 @@ def build_app(settings: FrontendSettings, generator: TextGenerator | None = None
         reasoning_parser=policy.resolved_reasoning_parser(info.manifest),
         chat_template=policy.chat_template_text(),
         metrics=metrics,
+        sampling_defaults=SamplingDefaults.from_generation_config(info.generation_defaults),
     )
     app.include_router(router)
     app.add_middleware(CompletionRoutes, state=app.state)

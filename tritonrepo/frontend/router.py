@@ -56,6 +56,10 @@ def validation_error(exc: RequestValidationError | ValidationError) -> OpenAIErr
     if not location:
         return OpenAIError(400, f"The request body must be a JSON object: {first.get('msg', '')}")
     param = ".".join(location)
+    if first.get("type") == "extra_forbidden":  # OpenAI's words for a field it does not know
+        return OpenAIError(400, f"Unrecognized request argument supplied: {param}", param=param)
+    if first.get("type") == "unsupported":  # the message already names the field (protocol.py)
+        return OpenAIError(400, first.get("msg", ""), param=param)
     return OpenAIError(400, f"Invalid value for '{param}': {first.get('msg', '')}", param=param)
 
 

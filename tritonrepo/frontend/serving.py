@@ -32,8 +32,9 @@ from .protocol import (
     UsageInfo,
 )
 from .reasoning import Split, split_whole, splitter_for
-from .text import IncrementalText, StopStringMatcher, prompt_encoder
-from .triton_client import GenerationError, GenerationParams, TextGenerator, input_for
+from .sampling import SamplingDefaults
+from .text import IncrementalText, StopStringMatcher, prompt_encoder, tokens_before
+from .triton_client import GeneratedChunk, GenerationError, GenerationParams, TextGenerator, input_for
 
 _END = object()  # the end of a text stream, for anext()
 
@@ -190,6 +191,7 @@ class OpenAIServing:
         reasoning_parser: str | None = None,
         chat_template: str | None = None,
         metrics: FrontendMetrics | None = None,
+        sampling_defaults: SamplingDefaults | None = None,
     ) -> None:
         self.generator = generator
         self.models = models
@@ -200,6 +202,8 @@ class OpenAIServing:
         self.reasoning_parser = reasoning_parser
         self.chat_template = chat_template  # replaces the tokenizer's own (--chat-template)
         self.metrics = metrics
+        # What a request without temperature/top_p/top_k gets: the checkpoint's generation defaults, else OpenAI's.
+        self.sampling_defaults = sampling_defaults or SamplingDefaults()
 
     async def list_models(self) -> ModelList:
         created = int(time.time())
@@ -249,9 +253,7 @@ class OpenAIServing:
             raise OpenAIError(
                 400, "This model's tokenizer has no chat template; use /v1/completions instead.", param="messages"
             )
-        messages = [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages
-        ]
+        messages = [message.for_template() for message in request.messages]
         try:
             prompt = self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=False, chat_template=self.chat_template
@@ -324,7 +326,7 @@ class OpenAIServing:
 
     # --- completions -----------------------------------------------------------------------------------------------
     async def complete(self, request: CompletionRequest) -> CompletionResponse | AsyncIterator[str]:
-        if request.logprobs:
+        if request.logprobs is not None:  # 0 too: it asks for the chosen tokens' log probabilities
             raise OpenAIError(400, "logprobs are not supported yet.", param="logprobs")
         job = await self._prepare(request, request.prompt, add_special_tokens=True, prefix="cmpl")
         echoed = request.prompt if request.echo else ""
@@ -373,15 +375,17 @@ class OpenAIServing:
             raise OpenAIError(
                 400, f"min_tokens ({min_tokens}) is larger than max_tokens ({max_tokens}).", param="min_tokens"
             )
+        temperature, top_p, top_k = self.sampling_defaults.resolve(request.temperature, request.top_p, request.top_k)
         params = GenerationParams(
             prompt=prompt,
             max_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
             seed=request.seed,
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
+            repetition_penalty=request.repetition_penalty,
             min_tokens=min_tokens,
             prompt_ids=prompt_ids,
             stop=tuple(request.stop_strings()),
@@ -435,7 +439,8 @@ class OpenAIServing:
     @staticmethod
     def _check_supported(request: Any, declared: set[str], entry_point: str) -> None:
         # A sampling parameter the entry model has no input for would be silently ignored; say so instead.
-        for name in ("temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty"):
+        names = ("temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty", "repetition_penalty")
+        for name in names:
             if getattr(request, name) is not None and input_for(name, declared) is None:
                 raise OpenAIError(400, f"{name} is not supported by the model {entry_point!r}.", param=name)
 
@@ -446,21 +451,21 @@ class OpenAIServing:
         """
         decoder = IncrementalText()
         matcher = StopStringMatcher(job.params.stop)
-        raw = bytearray()
-        counts: list[int | None] = []
+        received: list[GeneratedChunk] = []
+        returned = 0  # UTF-8 bytes of the text handed out; usage counts only these when a stop string cut the rest
         observer = self.metrics.generation(job.model_name) if self.metrics is not None else None
         cancelled = False
         try:
             # aclosing: leaving early (stop string, client gone) closes the generator, which cancels the request.
             async with contextlib.aclosing(self.generator.generate(job.entry_point, job.params)) as chunks:
                 async for chunk in chunks:
-                    raw += chunk.text_bytes
-                    counts.append(chunk.num_tokens)
+                    received.append(chunk)
                     outcome.reported_reason = chunk.finish_reason or outcome.reported_reason
                     if observer is not None:
                         observer.chunk(chunk.num_tokens or 1)
                     text, matched = matcher.feed(decoder.feed(chunk.text_bytes))
                     if text:
+                        returned += len(text.encode())
                         yield text
                     if matched:
                         break
@@ -468,6 +473,7 @@ class OpenAIServing:
                 text, _ = matcher.feed(decoder.finish())
                 tail = text + matcher.finish()
                 if tail:
+                    returned += len(tail.encode())
                     yield tail
         except GenerationError as exc:
             raise OpenAIError.from_generation(exc) from exc
@@ -475,7 +481,7 @@ class OpenAIServing:
             cancelled = True  # the consumer stopped reading: the client went away or the server is stopping
             raise
         finally:
-            outcome.completion_tokens = self._completion_tokens(raw, counts)
+            outcome.completion_tokens = self._completion_tokens(received, returned if matcher.matched else None)
             if observer is not None:
                 observer.finish(job.prompt_tokens, outcome.completion_tokens, cancelled=cancelled)
         if matcher.matched:
@@ -486,9 +492,17 @@ class OpenAIServing:
             # The end token is not part of the output, so reaching max_tokens is the only sign of truncation.
             outcome.finish_reason = "length" if outcome.completion_tokens >= job.params.max_tokens else "stop"
 
-    def _completion_tokens(self, raw: bytes, counts: Sequence[int | None]) -> int:
-        if counts and all(count is not None for count in counts):
-            return sum(count for count in counts if count is not None)
-        # The model does not report token counts: count by re-tokenizing what it generated.
-        text = bytes(raw).decode("utf-8", errors="replace")
+    def _completion_tokens(self, chunks: Sequence[GeneratedChunk], cut: int | None) -> int:
+        """The generated tokens usage reports: all of them, or, when a stop string cut the text after `cut` bytes,
+        those whose text was returned (text.tokens_before)."""
+        if any(chunk.num_tokens is None for chunk in chunks):
+            # The model does not report token counts: count by re-tokenizing what it generated (and returned).
+            raw = b"".join(chunk.text_bytes for chunk in chunks)
+            return self._count_text(raw if cut is None else raw[:cut])
+        if cut is None:
+            return sum(chunk.num_tokens or 0 for chunk in chunks)
+        return tokens_before(cut, chunks, self._count_text)
+
+    def _count_text(self, data: bytes) -> int:
+        text = data.decode("utf-8", errors="replace")
         return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0

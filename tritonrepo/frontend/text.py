@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import codecs
+import itertools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .triton_client import GeneratedChunk
 
 
 class IncrementalText:
@@ -67,6 +71,30 @@ class StopStringMatcher:
             if any(stop.startswith(tail) for stop in self._stops):
                 return size
         return 0
+
+
+def tokens_before(cut: int, chunks: Iterable[GeneratedChunk], count_text: Callable[[bytes], int]) -> int:
+    """How many generated tokens start before byte `cut` of the output. When a stop string cut the text there, these
+    are the tokens whose text was returned, in whole or in part; the stop string's tokens and any after it are not.
+
+    Exact where each token's size is known (the runtime model's token ids) or chunks hold one token each (streamed
+    responses); a chunk of several tokens that the cut falls inside (a non-streamed ensemble or BLS response) is
+    counted by tokenizing its returned part with `count_text`, never beyond the count the model reported.
+    """
+    total = offset = 0
+    for chunk in chunks:
+        if offset >= cut:
+            break
+        size, tokens = len(chunk.text_bytes), chunk.num_tokens or 0
+        if offset + size <= cut:
+            total += tokens
+        elif chunk.token_sizes is not None:
+            starts = list(itertools.accumulate(chunk.token_sizes, initial=offset))[:-1]  # each token's first byte
+            total += sum(1 for start in starts if start < cut)
+        else:
+            total += min(tokens, count_text(chunk.text_bytes[: cut - offset]))
+        offset += size
+    return total
 
 
 def prompt_encoder(tokenizer: Any) -> Callable[[str, bool], list[int]]:

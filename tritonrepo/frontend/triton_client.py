@@ -26,6 +26,7 @@ class GenerationParams:
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
     min_tokens: int | None = None
     stop: tuple[str, ...] = ()
     stream: bool = True
@@ -39,6 +40,7 @@ class GeneratedChunk:
     text_bytes: bytes
     num_tokens: int | None = None
     finish_reason: str | None = None  # when the model reports it (the llmapi model's finish_reason output)
+    token_sizes: tuple[int, ...] | None = None  # each token's byte count, where the token ids are known
 
 
 class GenerationError(Exception):
@@ -71,6 +73,7 @@ _FIELD_INPUTS: dict[str, tuple[str, ...]] = {
     "seed": ("random_seed", "seed", "sampling_param_seed"),
     "presence_penalty": ("presence_penalty", "sampling_param_presence_penalty"),
     "frequency_penalty": ("frequency_penalty", "sampling_param_frequency_penalty"),
+    "repetition_penalty": ("repetition_penalty", "sampling_param_repetition_penalty"),
     "min_tokens": ("min_tokens", "min_length", "sampling_param_min_tokens"),
     "stream": ("stream", "streaming"),
     "exclude_input": (
@@ -123,12 +126,18 @@ def sampling_values(params: GenerationParams, declared: set[str]) -> dict[str, A
         "seed": params.seed,
         "presence_penalty": params.presence_penalty,
         "frequency_penalty": params.frequency_penalty,
+        "repetition_penalty": params.repetition_penalty,
         "min_tokens": params.min_tokens or None,
     }
     if params.temperature == 0 and input_for("top_k", declared) is not None:
         # OpenAI's temperature 0 means greedy; TensorRT-LLM and HF sampling reject 0, and top_k=1 is greedy there.
         values["temperature"] = None
         values["top_k"] = 1
+    elif params.temperature is not None and params.temperature > 0 and params.top_p is None:
+        # TensorRT-LLM (and the portable runtime, which keeps its rules) decodes greedily when top_k and top_p are
+        # both 0, their defaults; in OpenAI's API a temperature above 0 samples, from the whole distribution unless
+        # top_p or top_k narrow it.
+        values["top_p"] = 1.0
     return {field: value for field, value in values.items() if value is not None}
 
 
@@ -236,8 +245,9 @@ def parse_result(response: Any, token_bytes: Sequence[bytes] | None = None) -> t
     final = "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
     ids = output_values(response, "output_ids") if token_bytes is not None else None
     if ids is not None:
-        data = b"".join(token_bytes[i] if 0 <= i < len(token_bytes) else b"" for i in ids)  # type: ignore[index]
-        return GeneratedChunk(text_bytes=data, num_tokens=len(ids)), final
+        pieces = [token_bytes[i] if 0 <= i < len(token_bytes) else b"" for i in ids]  # type: ignore[index]
+        sizes = tuple(len(piece) for piece in pieces)  # where each token's text starts: usage after a stop string
+        return GeneratedChunk(text_bytes=b"".join(pieces), num_tokens=len(ids), token_sizes=sizes), final
     text = output_values(response, "text_output")
     if text is None:
         return None, final

@@ -82,11 +82,24 @@ def _embedded(name: str) -> ModelSource:
     from tritonrepo.source.scripted_llama import create_scripted_llama
     from tritonrepo.source.tiny_llama import create_tiny_llama
 
-    target = cache_root() / "models" / f"{name}-{__version__}"
+    target = cache_root() / "models" / f"{name}-{__version__}-{_embedded_code_digest()}"
     if not (target / "config.json").is_file():
         progress.say(f"    creating the embedded model {name} in {target}")
         (create_scripted_llama if name == "scripted-llama" else create_tiny_llama)(target)
     return ModelSource(name=name, kind="embedded", id=name, revision=__version__, path=target)
+
+
+def _embedded_code_digest() -> str:
+    """The embedded checkpoints follow from the code that writes them, so their cache folder is keyed by that code:
+    a change (such as new generation defaults) makes a new folder instead of reusing a stale one of the same version."""
+    import hashlib
+
+    from tritonrepo.source import scripted_llama, tiny_llama
+
+    digest = hashlib.sha256()
+    for module in (tiny_llama, scripted_llama):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _local(path: Path) -> ModelSource:

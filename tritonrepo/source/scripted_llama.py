@@ -59,6 +59,9 @@ _SPEC = replace(
     bpe_vocab_target=_BPE_VOCAB_TARGET,
 )
 _ASSISTANT_PROMPT_END = "{{- '<｜Assistant｜><think>\\n' -}}"
+# Greedy by default (generation_config.json's do_sample false): the fixed script is what a request without
+# temperature gets, as the tests that check it expect.
+_SAMPLING = {"do_sample": False}
 
 
 def expected_reasoning_and_answer(script: str) -> tuple[str, str]:
@@ -189,7 +192,7 @@ def _files(script: str) -> dict[str, bytes]:
     spec = replace(_SPEC, hidden_size=hidden)
     weights = _weights(vocab_size, hidden, script_ids, starts, eos_id)
     return checkpoint_files(
-        spec, tokenizer, _chat_template(script), (bos_id, eos_id), save(weights, metadata={"format": "pt"})
+        spec, tokenizer, _chat_template(script), (bos_id, eos_id), save(weights, metadata={"format": "pt"}), _SAMPLING
     )
 
 

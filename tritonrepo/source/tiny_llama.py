@@ -20,6 +20,10 @@ USER_TOKEN = "<｜User｜>"
 ASSISTANT_TOKEN = "<｜Assistant｜>"
 THINK_START = "<think>"
 THINK_END = "</think>"
+# Sampling defaults in generation_config.json, which the front end follows when a request sends no temperature:
+# tiny-llama stands in for the DeepSeek-R1 distills (their tokens and chat template), so it declares what those
+# recommend (temperature 0.6, top_p 0.95), and serving it by default takes the path a real checkpoint takes.
+TINY_LLAMA_SAMPLING = {"do_sample": True, "temperature": 0.6, "top_p": 0.95}
 
 
 @dataclass(frozen=True)
@@ -299,11 +303,14 @@ def _files(spec: TinyLlamaSpec, seed: int) -> dict[str, bytes]:
     added = json.loads(tokenizer.to_str())["added_tokens"]
     silent_ids = [token["id"] for token in added if token["special"]]
     weights = save(_weights(spec, vocab_size, seed, silent_ids), metadata={"format": "pt"})
-    return checkpoint_files(spec, tokenizer, CHAT_TEMPLATE, (bos_id, eos_id), weights)
+    return checkpoint_files(spec, tokenizer, CHAT_TEMPLATE, (bos_id, eos_id), weights, TINY_LLAMA_SAMPLING)
 
 
-def checkpoint_files(spec, tokenizer, chat_template: str, ids: tuple[int, int], weights: bytes) -> dict[str, bytes]:
-    """The files of a Llama checkpoint with a DeepSeek-style tokenizer: configs, weights, tokenizer files."""
+def checkpoint_files(
+    spec, tokenizer, chat_template: str, ids: tuple[int, int], weights: bytes, sampling: dict
+) -> dict[str, bytes]:
+    """The files of a Llama checkpoint with a DeepSeek-style tokenizer: configs (`sampling` in
+    generation_config.json), weights, tokenizer files."""
     bos_id, eos_id = ids
     added = json.loads(tokenizer.to_str())["added_tokens"]
     tokenizer_config = {
@@ -330,7 +337,9 @@ def checkpoint_files(spec, tokenizer, chat_template: str, ids: tuple[int, int], 
     }
     return {
         "config.json": _json_bytes(_config(spec, tokenizer.get_vocab_size(with_added_tokens=True), bos_id, eos_id)),
-        "generation_config.json": _json_bytes({"bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": eos_id}),
+        "generation_config.json": _json_bytes(
+            {"bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": eos_id, **sampling}
+        ),
         "model.safetensors": weights,
         "special_tokens_map.json": _json_bytes(special_tokens_map),
         "tokenizer.json": (tokenizer.to_str(pretty=True) + "\n").encode("utf-8"),
