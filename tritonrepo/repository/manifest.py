@@ -42,10 +42,19 @@ def file_entry(root: Path, relative: str, digest_of: Callable[[Path], str | None
     (engine paths relative to the root, repository/location.py), so where the repository lives changes no digest;
     it is always hashed (it is small), whatever `digest_of` does."""
     path = root / relative
-    if is_model_config(relative) and path.stat().st_size <= MAX_CONFIG_BYTES:
-        data = portable_bytes(path.read_bytes(), root, location)
+    data = portable_config(root, relative, location)
+    if data is not None:
         return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     return {"size": path.stat().st_size, "sha256": digest_of(path)}
+
+
+def portable_config(root: Path, relative: str, location: Path | None = None) -> bytes | None:
+    """A model config's bytes in the portable form the manifest lists and push stores; None for any other file (and
+    for a config too large to be one, which is listed as it is and refused by validation)."""
+    path = root / relative
+    if not is_model_config(relative) or path.stat().st_size > MAX_CONFIG_BYTES:
+        return None
+    return portable_bytes(path.read_bytes(), root, location)
 
 
 def file_digests(

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tritonrepo import progress
 from tritonrepo.errors import IntegrityError, StorageError
-from tritonrepo.repository.location import is_model_config, portable_bytes, relocate
-from tritonrepo.repository.manifest import FORMAT, MANIFEST, file_digests, file_entry, read_manifest
+from tritonrepo.repository.location import is_model_config, relocate
+from tritonrepo.repository.manifest import FORMAT, MANIFEST, file_digests, file_entry, portable_config, read_manifest
 from tritonrepo.source.resolve import cache_root
 from tritonrepo.stage_cache import FileDigests
 from tritonrepo.storage import sync
@@ -105,8 +105,8 @@ def _manifest_bytes(root: Path, files: sync.Files) -> bytes:
 
 
 def upload_one(store: S3Store, root: Path, path: str, entry: dict, callback: Callable[[int], None]) -> None:
-    if is_model_config(path):  # its portable form (engine paths relative to the root), which the manifest lists
-        data = portable_bytes((root / path).read_bytes(), root)
+    data = portable_config(root, path)  # a model config: its portable form (engine paths relative to the root)
+    if data is not None:
         store.put_bytes(path, data, sha256=entry["sha256"])
         callback(len(data))
         return
