@@ -139,3 +139,18 @@ def test_serve_help_documents_the_trust_flag():
 
     result = CliRunner().invoke(cli, ["serve", "--help"])
     assert "--trust-repository" in result.output and "warning" in result.output
+
+
+def test_a_pulled_s3_copy_is_validated_before_anything_starts(monkeypatch, no_server):
+    """The local copy serve pulls is what Triton (or the front end, with --direct) reads: it is checked the same way."""
+    import tritonrepo.storage as storage
+    from tritonrepo.errors import ValidationError
+    from tritonrepo.storage.sync import summarize
+
+    def pull_something_else(url, target, options):
+        (Path(target) / "loose-folder").mkdir(parents=True, exist_ok=True)
+        return summarize("pull", str(url), str(target), storage.sync.Plan(), dry_run=False, seconds=0.0)
+
+    monkeypatch.setattr(storage, "pull", pull_something_else)
+    with pytest.raises(ValidationError, match="loose-folder: model directory has no config.pbtxt"):
+        serve_repository(ServeOptions(repository="s3://bucket/prefix", openai_port=0))
