@@ -75,7 +75,7 @@ def test_rebuilding_replaces_the_repository_and_leaves_no_temporary_folders(buil
 def test_a_failed_rebuild_leaves_the_previous_repository_untouched(built, monkeypatch):
     before = _tree(built)
 
-    def failing_check(root):
+    def failing_check(root, **_):
         raise ValidationError(["tensorrt_llm/config.pbtxt:3: simulated failure"], root=str(root))
 
     monkeypatch.setattr(build_module, "check_repository", failing_check)
@@ -154,7 +154,10 @@ def test_validation_catches_an_ensemble_that_triton_rejects_for_mixed_decoupled_
     ensemble.write_text(
         ensemble.read_text().replace(mapping, mapping + '\n      input_map { key: "STREAM" value: "stream" }')
     )
-    problems = [str(p) for p in validate_repository(built)]
+    problems = validate_repository(built)
+    edited = sorted(p.file for p in problems if "changed since the build" in p.message)
+    assert edited == ["ensemble/config.pbtxt", "postprocessing/config.pbtxt"]  # the manifest's digests see the edits
+    problems = [str(p) for p in problems if "changed since the build" not in p.message]
     assert len(problems) == 1
     assert "postprocessing" in problems[0] and "different decoupled sources (ensemble, tensorrt_llm)" in problems[0]
 

@@ -68,9 +68,19 @@ class Record:
 
 
 @pytest.fixture(scope="module")
-def llm_args(tiny_model_dir) -> dict:
+def repository(tmp_path_factory, tiny_model_dir) -> Path:
+    """The folder the repository is rendered into, already holding the tiny checkpoint: a model may load only what
+    lies inside its repository."""
+    repository = tmp_path_factory.mktemp("e2e-llmapi") / "llmapi"
+    shutil.copytree(tiny_model_dir, repository / MODEL / "1" / "checkpoint")
+    return repository
+
+
+@pytest.fixture(scope="module")
+def llm_args(repository) -> dict:
     return {
-        "model": str(tiny_model_dir),  # the tiny checkpoint: the front end takes its tokenizer and chat template
+        # the tiny checkpoint: the front end takes its tokenizer and chat template
+        "model": str(repository / MODEL / "1" / "checkpoint"),
         "backend": "pytorch",
         "tensor_parallel_size": 1,
         "pipeline_parallel_size": 1,
@@ -92,9 +102,8 @@ def record(tmp_path_factory) -> Record:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory, llm_args, record):
-    root = tmp_path_factory.mktemp("e2e-llmapi")
-    repository = root / "llmapi"
+def deployment(repository, llm_args, record):
+    root = repository.parent
     for relative, text in render_llmapi_repository(llm_args, triton_max_batch_size=0).items():
         (repository / relative).parent.mkdir(parents=True, exist_ok=True)
         (repository / relative).write_text(text)

@@ -3,6 +3,7 @@ tritonclient and the official openai client. The portable runtime's output is co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -367,16 +368,98 @@ def test_serve_on_a_broken_repository_prints_tritons_error_and_exits_non_zero(tm
     weights = repository / "tensorrt_llm/1/hf_model/model.safetensors"
     weights.unlink()
     weights.write_bytes(b"not a safetensors file")
-    ports = [str(free_port()) for _ in range(4)]
-    env = {**os.environ, "TRITONREPO_QUIET": "0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "tritonrepo.cli.main", "serve", str(repository), "--http-port", ports[0], "--grpc-port", ports[1],
-         "--metrics-port", ports[2], "--openai-port", ports[3]],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
+    refused = _serve(repository)  # the manifest's digest no longer matches: nothing starts
+    assert refused.returncode == 4, refused.stderr[-2000:]
+    assert "tensorrt_llm/1/hf_model/model.safetensors: changed since the build" in refused.stderr
+    assert not repository.with_name("broken.tritonserver.log").exists()
+    result = _serve(repository, "--trust-repository")  # told to serve it anyway: Triton's own error
     assert result.returncode == 5, result.stderr[-2000:]
+    assert "WARNING: serving" in result.stderr and "every model is ready" not in result.stderr
     assert "failed to load 'tensorrt_llm'" in result.stderr and "SafetensorError" in result.stderr
     assert "Full log:" in result.stderr and "Traceback" not in result.stderr
+
+
+def _serve(repository, *flags: str) -> subprocess.CompletedProcess:
+    ports = [str(free_port()) for _ in range(4)]
+    env = {**os.environ, "TRITONREPO_QUIET": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "tritonrepo.cli.main", "serve", str(repository), "--http-port", ports[0], "--grpc-port", ports[1],
+         "--metrics-port", ports[2], "--openai-port", ports[3], *flags],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+
+
+def test_serve_on_a_folder_that_is_not_a_repository_fails_like_validate_and_says_nothing_of_success(tmp_path):
+    folder = tmp_path / "downloads"
+    (folder / "notes").mkdir(parents=True)
+    (folder / "notes" / "todo.txt").write_text("not a model")
+    result = _serve(folder)
+    assert result.returncode == 4, result.stderr[-2000:]
+    assert "notes: model directory has no config.pbtxt" in result.stderr
+    validate = subprocess.run(
+        [sys.executable, "-m", "tritonrepo.cli.main", "validate", str(folder)], capture_output=True, text=True
+    )
+    assert validate.returncode == 4 and "notes: model directory has no config.pbtxt" in validate.stderr
+    for claim in ("ready", "OpenAI endpoint", "Starting tritonserver", "tritonserver started"):
+        assert claim not in result.stderr, claim
+    assert not (tmp_path / "downloads.tritonserver.log").exists()
+
+
+def test_a_trusted_folder_without_models_is_not_called_ready(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _serve(empty, "--trust-repository")
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert "tritonserver loaded no model" in result.stderr
+    assert "every model is ready" not in result.stderr and "OpenAI endpoint" not in result.stderr
+
+
+def test_the_repository_loads_with_tritonserver_started_from_another_working_directory(tmp_path):
+    """Nothing in a built repository depends on tritonserver's working directory (upstream's launch script and a plain
+    `tritonserver --model-repository=/abs/path` start it elsewhere)."""
+    import urllib.request
+
+    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.serving.tritonserver import TritonServer, find_tritonserver
+
+    repository = build(BuildRequest(model="tiny-llama", output=tmp_path / "tiny-llama")).path
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    installation = find_tritonserver()
+    server = TritonServer(installation, str(repository), log_path=tmp_path / "triton.log",
+                          http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())  # fmt: skip
+    process = subprocess.Popen(
+        server.command(), cwd=elsewhere, env={**os.environ, **installation.env}, start_new_session=True,
+        stdout=(tmp_path / "triton.log").open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{server.http_url}/v2/health/ready", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        assert process.poll() is None, (tmp_path / "triton.log").read_text()[-3000:]
+        responses = _grpc_text(server.grpc_url, "tensorrt_llm_bls", "Hello world", 8)
+        assert responses, "no text came back"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the whole group: the Python stubs too
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 15
+        while processes_using(repository) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert not processes_using(repository)
+
+
+def _grpc_text(url: str, model: str, prompt: str, max_tokens: int) -> list:
+    port = int(url.rsplit(":", 1)[1])
+    responses, error = grpc_stream(port, model, _text_request(prompt, max_tokens, True))
+    assert error is None, error
+    return [r for r in responses if r.get_response().outputs]
 
 
 # --- cancellation: a client that goes away stops the engine ---------------------------------------------------------

@@ -4,14 +4,18 @@ TEST DOUBLE (TensorRT-LLM cannot run here), and the guard that refuses mismatche
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from doubles import trtllm_double
+from test_storage_s3 import _credentials, bucket, endpoint, options, s3  # noqa: F401 (fixtures)
 from test_trtllm_commands import SEED_BUILD_FLAGS, flags
 
 from tritonrepo import build as build_module
 from tritonrepo.build import BuildRequest, build
+from tritonrepo.cli.main import cli
 from tritonrepo.engines import build_command, check_engines, engine_spec
 from tritonrepo.errors import EngineBuildError, EngineMismatchError
 from tritonrepo.hardware import parse_gpu
@@ -61,7 +65,9 @@ def test_build_converts_compiles_and_renders_an_engine_repository(h100_with_tens
     ).is_file()
     assert not (repo / "tensorrt_llm/1/model.py").exists()
     config = (repo / "tensorrt_llm/config.pbtxt").read_text()
-    assert 'backend: "tensorrtllm"' in config and '"tensorrt_llm/1/engine"' in config
+    # The tensorrtllm backend resolves gpt_model_path against its working directory: it names the final folder.
+    assert 'backend: "tensorrtllm"' in config and f'string_value: "{repo / "tensorrt_llm/1/engine"}"' in config
+    assert "staging" not in config
     assert validate_repository(repo) == []
     manifest = json.loads((repo / MANIFEST).read_text())
     assert manifest["engine"]["tensorrt_llm_version"] == "0.17.0"
@@ -121,3 +127,60 @@ def test_unchanged_inputs_skip_every_stage_and_changes_or_force_rebuild(h100_wit
     assert len(double.events("trtllm-build")) == 2
     build(BuildRequest(model="tiny-llama", output=tmp_path / "repo", max_batch_size=64, force=True))
     assert len(double.events("trtllm-build")) == 3 and len(double.events("from_hugging_face")) == 3
+
+
+# --- where the engine repository lives (issue 12, item 15) ----------------------------------------------------------
+def _engine_path_line(repo: Path) -> str:
+    return next(
+        line for line in (repo / "tensorrt_llm/config.pbtxt").read_text().splitlines() if "gpt_model_path" in line
+    )
+
+
+def test_a_moved_engine_repository_is_named_by_validate_with_the_command_that_fixes_it(
+    h100_with_tensorrt_llm, tmp_path
+):
+    built = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo")).path
+    moved = tmp_path / "moved"
+    shutil.move(built, moved)
+    problems = validate_repository(moved)
+    assert [(p.file, "gpt_model_path" in p.message) for p in problems] == [("tensorrt_llm/config.pbtxt", True)]
+    assert "points outside the repository" in problems[0].message  # moved, not changed: the digests still match
+    assert f"run `tritonrepo relocate {moved}`" in problems[0].message
+    result = CliRunner().invoke(cli, ["relocate", str(moved)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == f"{moved}: OK"
+    assert f'"{moved / "tensorrt_llm/1/engine"}"' in _engine_path_line(moved)
+    assert validate_repository(moved) == []
+
+
+def test_a_relative_engine_path_is_refused_because_the_backend_reads_it_from_its_working_directory(
+    h100_with_tensorrt_llm, tmp_path
+):
+    repo = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo")).path
+    config = repo / "tensorrt_llm/config.pbtxt"
+    config.write_text(config.read_text().replace(f"{repo}/tensorrt_llm/1/engine", "tensorrt_llm/1/engine"))
+    problems = validate_repository(repo)  # as an earlier tritonrepo wrote it: the manifest's digest still matches
+    assert len(problems) == 1 and "is relative: the tensorrtllm backend opens it from tritonserver's working" in str(
+        problems[0]
+    )
+    assert CliRunner().invoke(cli, ["relocate", str(repo)]).exit_code == 0
+    assert validate_repository(repo) == []
+
+
+def test_a_pulled_engine_repository_names_its_new_folder_and_syncs_without_moving_anything(
+    h100_with_tensorrt_llm, tmp_path, bucket, s3, options
+):
+    from tritonrepo.storage import pull, push
+
+    built = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo")).path
+    url = f"s3://{bucket}/engines"
+    push(built, url, options)
+    stored = s3.get_object(Bucket=bucket, Key="engines/tensorrt_llm/config.pbtxt")["Body"].read().decode()
+    assert 'string_value: "tensorrt_llm/1/engine"' in stored and str(tmp_path) not in stored  # the portable form
+    pulled = tmp_path / "elsewhere" / "pulled"
+    pull(url, pulled, options)
+    assert f'"{pulled / "tensorrt_llm/1/engine"}"' in _engine_path_line(pulled)
+    assert validate_repository(pulled) == []  # digests included
+    assert pull(url, pulled, options).files_moved == 0
+    assert push(pulled, url, options).files_moved == 0
+    assert push(built, url, options).files_moved == 0

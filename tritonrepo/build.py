@@ -11,6 +11,7 @@ from tritonrepo.engines import build_engines, engine_record, engine_spec
 from tritonrepo.errors import PlanError
 from tritonrepo.plan import DeploymentPlan, Limits, PlanRequest, RuntimeChoice, plan_deployment
 from tritonrepo.pytorch_path.tuning import LlmApiRequest
+from tritonrepo.repository.integrity import ALWAYS_HASHED_BELOW
 from tritonrepo.repository.manifest import (
     FORMAT,
     file_digests,
@@ -28,7 +29,7 @@ from tritonrepo.repository.params import (
     RepositoryParams,
 )
 from tritonrepo.repository.render import render_repository, templates_root
-from tritonrepo.repository.validate import check_repository
+from tritonrepo.repository.validate import check_repository, validate_repository
 from tritonrepo.repository.writer import place_files, staged_directory, write_rendered
 from tritonrepo.source.catalog import ModelFacts, reasoning_parser
 from tritonrepo.source.generation_config import sampling_defaults
@@ -104,7 +105,7 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
         tensorrt_llm_available=hardware.tensorrt_llm_installed(),
     )
     progress.say(f"==> Runtime: {plan.runtime} ({plan.reason})")
-    target = Path(request.output or DEFAULT_OUTPUT_ROOT / source.name)
+    target = Path(request.output or DEFAULT_OUTPUT_ROOT / source.name).resolve()
     cache = StageCache(cache_root() / "stages")
     digests = FileDigests(cache_root() / "file-digests.json")
     engine = None
@@ -138,27 +139,34 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
         "engine": engine and engine["inputs_digest"],
         "model": {"source": source.kind, "id": source.id, "revision": source.revision},
         "generation_defaults": sampling_defaults(source.path),  # engine builds do not read generation_config.json
+        "location": str(target),  # the engine path in the tensorrt_llm config names it
     }
     digests.save()
     inputs_digest = digest(render_inputs)
     existing = read_manifest(target) if target.is_dir() else None
     if existing and existing.get("inputs_digest") == inputs_digest and not request.force:
-        progress.say(f"{target} is unchanged (inputs {inputs_digest[:12]}); nothing to do. --force rebuilds it.")
-        return BuildResult(target.resolve(), source, RuntimeChoice(plan.runtime, plan.reason), plan.limits, existing)
+        if not (problems := validate_repository(target)):
+            progress.say(f"{target} is unchanged (inputs {inputs_digest[:12]}); nothing to do. --force rebuilds it.")
+            return BuildResult(target, source, RuntimeChoice(plan.runtime, plan.reason), plan.limits, existing)
+        progress.say(
+            f"    {target} has the same inputs but {len(problems)} problem(s) (e.g. {problems[0]}): rebuilding"
+        )
     with progress.step(f"Rendering the repository into {target}"), staged_directory(target) as staging:
-        write_rendered(staging, render_repository(params))
+        # Paths are written for the target: the staging folder takes its place only after validation.
+        write_rendered(staging, render_repository(params), location=target)
         place_files(source.path, TOKENIZER_FILES, staging / TOKENIZER_DIR)
         place_files(source.path, TOKENIZER_FILES, staging / POSTPROCESSING_TOKENIZER_DIR)  # hard links locally
         if plan.runtime == "hf":
             place_files(source.path, CHECKPOINT_FILES, staging / HF_MODEL_DIR)
         else:
             place_files(spec.engine_dir, ("*",), staging / ENGINE_DIR)
-        check_repository(staging)
-        manifest = {**_manifest(source, plan, params, engine, staging), "inputs_digest": inputs_digest}
+        check_repository(staging, location=target)
+        manifest = {**_manifest(source, plan, params, engine, staging, target), "inputs_digest": inputs_digest}
         write_manifest(staging, manifest)
+    _remember_large_files(digests, target, manifest["files"])
     progress.say(f"Built {target} ({len(manifest['files'])} files, runtime {plan.runtime}).")
     return BuildResult(
-        path=target.resolve(),
+        path=target,
         source=source,
         runtime=RuntimeChoice(plan.runtime, plan.reason),
         limits=plan.limits,
@@ -255,8 +263,21 @@ def _repository_params(plan: DeploymentPlan) -> RepositoryParams:
     )
 
 
+def _remember_large_files(digests: FileDigests, target: Path, files: dict) -> None:
+    """The digests just computed, under the files' final paths: serve's integrity check then reads no weight again."""
+    for relative, entry in files.items():
+        if entry["size"] >= ALWAYS_HASHED_BELOW:
+            digests.remember(target / relative, entry["sha256"])
+    digests.save()
+
+
 def _manifest(
-    source: ModelSource, plan: DeploymentPlan, params: RepositoryParams, engine: dict | None, root: Path
+    source: ModelSource,
+    plan: DeploymentPlan,
+    params: RepositoryParams,
+    engine: dict | None,
+    root: Path,
+    location: Path,
 ) -> dict:
     return {
         "format": FORMAT,
@@ -280,5 +301,5 @@ def _manifest(
         "plan": plan.as_dict(),
         "engine": engine,
         "versions": library_versions(),
-        "files": file_digests(root),
+        "files": file_digests(root, location=location),
     }

@@ -78,10 +78,14 @@ class ValidationError(TritonRepoError):
 
     exit_code = 4
 
-    def __init__(self, problems: list[str], *, root: str = "") -> None:
+    def __init__(self, problems: list[str], *, root: str = "", hint: str | None = None) -> None:
         self.problems = list(problems)
         where = f" in {root}" if root else ""
-        super().__init__(f"{len(self.problems)} problem(s){where}:\n" + "\n".join(f"  {p}" for p in self.problems))
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s){where}:\n{lines}", hint=hint)
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n{self.hint}"  # after the list, on its own line
 
 
 # --- serving -------------------------------------------------------------------------------------------------------

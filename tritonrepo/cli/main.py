@@ -245,6 +245,20 @@ def validate(repository: Path) -> None:
 
 
 @cli.command()
+@click.argument("repository", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_handle_errors
+def relocate(repository: Path) -> None:
+    """Point a moved or pulled repository's engine paths (gpt_model_path) at where it is now, then validate it."""
+    from tritonrepo.repository.location import relocate as relocate_repository
+    from tritonrepo.repository.validate import check_repository
+
+    for changed in relocate_repository(repository):
+        click.echo(f"{repository / changed}: engine paths now point into {repository.resolve()}")
+    check_repository(repository)
+    click.echo(f"{repository}: OK")
+
+
+@cli.command()
 @click.argument("repository", required=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the servers listen on.")
 @click.option("--http-port", type=int, default=8000, show_default=True)
@@ -262,6 +276,12 @@ def validate(repository: Path) -> None:
 )
 @click.option("--ready-timeout", type=float, default=600, show_default=True, help="Seconds to wait for every model.")
 @click.option("--direct", is_flag=True, help="s3:// only: Triton reads the bucket itself (no local engine files).")
+@click.option(
+    "--trust-repository",
+    is_flag=True,
+    help="Serve even when the checks of `tritonrepo validate` find problems (files changed since the build, paths "
+    "outside the repository, sizes beyond the limits, ...); each is printed as a warning. Without it serve refuses.",
+)
 @click.option("--endpoint-url", help="s3:// only: an S3-compatible endpoint (MinIO, Ceph, ...).")
 @click.option("--profile", help="s3:// only: AWS profile.")
 @click.option("--region", help="s3:// only: AWS region.")
@@ -301,6 +321,7 @@ def serve(
     log_file,
     ready_timeout,
     direct,
+    trust_repository,
     endpoint_url,
     profile,
     region,
@@ -347,6 +368,7 @@ def serve(
             log_file=log_file,
             ready_timeout=ready_timeout,
             direct=direct,
+            trust_repository=trust_repository,
             s3_profile=profile,
             s3_region=region,
             s3_endpoint_url=endpoint_url,

@@ -304,8 +304,14 @@ def build_asgi(settings: FrontendSettings, generator: TextGenerator | None = Non
     return MetricsMiddleware(wrapped, app.state.metrics), app
 
 
-def run(settings: FrontendSettings, *, should_exit: Callable[[], bool] | None = None) -> None:
+def run(
+    settings: FrontendSettings,
+    *,
+    should_exit: Callable[[], bool] | None = None,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
     """Serves until SIGTERM, SIGINT or `should_exit()` (polled twice a second), shuts down gracefully, returns.
+    `on_listening()` is called once the socket is bound and the app is up (e.g. to say where it is).
 
     After SIGTERM it returns normally, so the process exits 0; after SIGINT uvicorn re-raises KeyboardInterrupt.
     """
@@ -326,6 +332,10 @@ def run(settings: FrontendSettings, *, should_exit: Callable[[], bool] | None = 
         threading.Thread(
             target=_watch, args=(server, should_exit, finished), daemon=True, name="frontend-should-exit"
         ).start()
+    if on_listening is not None:
+        threading.Thread(
+            target=_announce, args=(server, on_listening, finished), daemon=True, name="frontend-listening"
+        ).start()
     try:
         _serve(server)
     finally:
@@ -337,6 +347,14 @@ def _watch(server: Any, should_exit: Callable[[], bool], finished: threading.Eve
     while not finished.wait(0.5):
         if should_exit():
             server.should_exit = True
+            return
+
+
+def _announce(server: Any, on_listening: Callable[[], None], finished: threading.Event) -> None:
+    # uvicorn sets `started` after its startup: the socket is bound and the lifespan has begun.
+    while not finished.wait(0.05):
+        if server.started:
+            on_listening()
             return
 
 

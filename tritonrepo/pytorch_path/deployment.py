@@ -15,13 +15,14 @@ from tritonrepo.pytorch_path import launch_files
 from tritonrepo.pytorch_path.llm_options import llm_args, options_yaml
 from tritonrepo.pytorch_path.triton_repo import render_llmapi_repository
 from tritonrepo.repository.manifest import FORMAT, file_digests, library_versions, now_utc, write_manifest
-from tritonrepo.repository.writer import staged_directory
+from tritonrepo.repository.writer import place_files, staged_directory
 
 EXECUTABLE = (launch_files.SERVE_SCRIPT, launch_files.MPIRUN_SCRIPT, launch_files.SLURM_SCRIPT)
+CHECKPOINT_DIR = "tensorrt_llm/1/checkpoint"  # a local checkpoint of the llmapi model, linked into its own folder
 
 
 def deployment_files(plan: DeploymentPlan) -> dict[str, str]:
-    """{relative path: text}. Pure."""
+    """{relative path: text}. Pure, but for asking whether the model is a local checkpoint folder."""
     llmapi = plan.llmapi
     assert llmapi is not None, "a PyTorch-path plan carries its llmapi plan"
     files = {
@@ -32,8 +33,17 @@ def deployment_files(plan: DeploymentPlan) -> dict[str, str]:
     if llmapi.sizing.nodes == 1:
         files[launch_files.SERVE_SCRIPT] = launch_files.serve_script(llmapi)
     if llmapi.serving == "triton":
-        files.update(render_llmapi_repository(llm_args(llmapi), triton_max_batch_size=llmapi.max_batch_size))
+        args = llm_args(llmapi)
+        if _local_checkpoint(llmapi.model) is not None:
+            args["model"] = CHECKPOINT_DIR  # linked in by write_deployment; model.py resolves it against the root
+        files.update(render_llmapi_repository(args, triton_max_batch_size=llmapi.max_batch_size))
     return files
+
+
+def _local_checkpoint(model: str) -> Path | None:
+    """The checkpoint folder the llmapi model loads, when it is local (--download, or --model FOLDER)."""
+    path = Path(model)
+    return path if path.is_absolute() and path.is_dir() else None
 
 
 def write_deployment(plan: DeploymentPlan, target: Path, *, model: dict) -> dict:
@@ -50,7 +60,11 @@ def write_deployment(plan: DeploymentPlan, target: Path, *, model: dict) -> dict
         if llmapi.serving == "triton":
             from tritonrepo.repository.validate import check_repository
 
-            check_repository(staging)
+            if (checkpoint := _local_checkpoint(llmapi.model)) is not None:
+                # Inside the repository, so the model serves what it was built with and push/pull carry it.
+                progress.say(f"    linking {checkpoint} into {CHECKPOINT_DIR} (copied when on another file system)")
+                place_files(checkpoint, ("*",), staging / CHECKPOINT_DIR)
+            check_repository(staging, location=target)
         manifest = {
             "format": FORMAT,
             "created": now_utc(),

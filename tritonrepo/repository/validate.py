@@ -1,20 +1,29 @@
-"""Find what would stop a Triton model repository loading; relative path parameters resolve against its root."""
+"""Find what would stop a Triton model repository loading, or make it unsafe to serve; relative path parameters
+resolve against its root."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tritonrepo.errors import ValidationError
-from tritonrepo.pytorch_path.triton_repo import LLMAPI_INPUT, MODEL_YAML
+from tritonrepo.repository.config_lines import ConfigLines
+from tritonrepo.repository.integrity import link_problems, manifest_problems
+from tritonrepo.repository.limits import MAX_CONFIG_BYTES, size_problems
+from tritonrepo.repository.llmapi_checks import check_llmapi, is_llmapi
+from tritonrepo.repository.location import ABSOLUTE_PARAMETERS, is_inside, repository_relative
+from tritonrepo.repository.problem import Problem
+
+__all__ = ["Problem", "check_repository", "validate_repository"]
 
 _PLACEHOLDER = re.compile(r"\$\{([^}\s]*)\}")
 # A quoted string or a placeholder: placeholders inside strings are kept, the others are stubbed so the rest parses.
-_STRING_OR_PLACEHOLDER = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|\$\{[^}\s]*\}')
+# String bodies are unrolled (no alternation inside a repeat), so a megabyte-long string is matched in linear time.
+_STRING_OR_PLACEHOLDER = re.compile(r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|\'[^\'\\\n]*(?:\\.[^\'\\\n]*)*\'|\$\{[^}\s]*\}')
 _PARSE_POSITION = re.compile(r"^(\d+):(\d+)\s*:\s*")
-_MAP_KIND = re.compile(r"\b(input_map|output_map)\b")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 _ENGINE_PARAMETERS = frozenset({"gpt_model_path", "engine_dir", "encoder_model_path"})
 _MODEL_NAME_PARAMETERS = ("tensorrt_llm_model_name", "tensorrt_llm_draft_model_name")
@@ -23,25 +32,12 @@ _SERVER_INSTALL_PARAMETERS = frozenset({"executor_worker_path"})
 _MODEL_DIRECTORY_VARIABLE = "$$TRITON_MODEL_DIRECTORY"
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One finding: `file` is relative to the repository root; `line` is 1-based, None when unknown."""
-
-    file: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.message}"
-
-
 @dataclass
 class _Model:
     name: str
     directory: Path
     file: str
-    lines: list[str] = field(default_factory=list)
+    index: ConfigLines = ConfigLines([])  # its lines, scanned once
     config: Any = None  # model_config_pb2.ModelConfig once it parses
     approximate: bool = False  # parsed with unquoted placeholders stubbed out, so its numbers are not the real ones
 
@@ -55,12 +51,32 @@ class _Ensemble:
     produced: set[str]  # every output_map value, valid key or not
 
 
-def validate_repository(root: Path) -> list[Problem]:
-    """Every problem found in the repository at `root`, sorted by file then line; empty when it looks loadable."""
+@dataclass(frozen=True)
+class _Where:
+    """The repository being checked (`root`) and where it is served from (`location`: a build's staging folder is
+    checked before it takes the target's place, and its engine paths already name the target)."""
+
+    root: Path
+    location: Path
+
+    def local(self, path: Path) -> Path:
+        """A parameter's path as it is found here: relative ones against the root, the location's mapped to root."""
+        if not path.is_absolute():
+            return self.root / path
+        if self.location != self.root and is_inside(path, self.location):
+            return self.root / path.relative_to(self.location)
+        return path
+
+
+def validate_repository(root: Path, *, location: Path | None = None, digests: Any = None) -> list[Problem]:
+    """Every problem found in the repository at `root`, sorted by file then line; empty when it looks loadable and
+    safe to serve. `location`: where it will be served from when that is not `root` (a build's staging folder).
+    `digests` remembers large files' sha256 (stage_cache.FileDigests; by default the shared memo in the cache)."""
     root = Path(root)
     if not root.is_dir():
         state = "is not a directory" if root.exists() else "does not exist"
         return [Problem(".", None, f"repository root {root} {state}")]
+    where = _Where(root.absolute(), Path(location).absolute() if location is not None else root.absolute())
     problems: list[Problem] = []
     models = _load_models(root, problems)
     if not models and not problems:
@@ -71,19 +87,35 @@ def validate_repository(root: Path) -> list[Problem]:
         problems += _check_identity(model)
         problems += _check_versions(model)
         problems += _check_tensors(model)
-        problems += _check_parameters(model, root, models)
+        problems += size_problems(model.file, model.config, model.index)
+        problems += _check_parameters(model, where, models)
         if model.config.platform == "ensemble":
             problems += _check_ensemble(model, models)
-        if _is_llmapi(model):
-            problems += _check_llmapi(model, root)
+        if is_llmapi(model):
+            problems += check_llmapi(model, root)
+    problems += link_problems(root)
+    problems += _integrity_problems(root, digests)
     return sorted(problems, key=lambda p: (p.file, p.line or 0, p.message))
 
 
-def check_repository(root: Path) -> None:
+def check_repository(root: Path, *, location: Path | None = None) -> None:
     """Raise ValidationError listing every problem when the repository at `root` has any."""
-    problems = validate_repository(root)
+    problems = validate_repository(root, location=location)
     if problems:
         raise ValidationError([str(p) for p in problems], root=str(root))
+
+
+def _integrity_problems(root: Path, digests: Any) -> list[Problem]:
+    if digests is not None:
+        return manifest_problems(root, digests.of)
+    from tritonrepo.source.resolve import cache_root
+    from tritonrepo.stage_cache import FileDigests
+
+    memo = FileDigests(cache_root() / "file-digests.json")
+    try:
+        return manifest_problems(root, memo.of)
+    finally:
+        memo.save()
 
 
 # --- loading and parsing -------------------------------------------------------------------------------------------
@@ -103,13 +135,18 @@ def _load_models(root: Path, problems: list[Problem]) -> dict[str, _Model]:
 def _parse(model: _Model) -> list[Problem]:
     from google.protobuf import text_format
 
+    path = model.directory / "config.pbtxt"
     try:
-        text = (model.directory / "config.pbtxt").read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:  # refused before reading: parsing is what costs memory
+            message = f"is {size:,} bytes, above the limit of {MAX_CONFIG_BYTES:,} for a model configuration"
+            return [Problem(model.file, None, f"{message} (real ones are a few KB); it is not parsed")]
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         return [Problem(model.file, None, f"cannot read: {error}")]
-    model.lines = text.splitlines()
-    problems = _placeholder_problems(model)
-    stubbed = _STRING_OR_PLACEHOLDER.sub(lambda m: m.group(0) if m.group(0)[0] in "\"'" else "0", text)
+    model.index = ConfigLines(text.splitlines())
+    problems = _placeholder_problems(model) if "${" in text else []
+    stubbed = _STRING_OR_PLACEHOLDER.sub(_stub, text) if "${" in text else text
     model.approximate = stubbed != text
     try:
         model.config = text_format.Parse(stubbed, _config_module().ModelConfig())
@@ -119,6 +156,10 @@ def _parse(model: _Model) -> list[Problem]:
         if line is None or line not in {p.line for p in problems}:
             problems.append(Problem(model.file, line, f"does not parse as a Triton ModelConfig: {message}"))
     return problems
+
+
+def _stub(match: re.Match[str]) -> str:
+    return match.group(0) if match.group(0)[0] in "\"'" else "0"
 
 
 def _config_module() -> Any:
@@ -138,8 +179,10 @@ def _parse_error_position(error: Exception) -> tuple[int | None, str]:
 
 def _placeholder_problems(model: _Model) -> list[Problem]:
     problems = []
-    for number, line in enumerate(model.lines, start=1):
-        for token in _STRING_OR_PLACEHOLDER.findall(_code_part(line)):
+    for number, code in enumerate(model.index.code, start=1):
+        if "${" not in code:
+            continue
+        for token in _STRING_OR_PLACEHOLDER.findall(code):
             effect = "the model reads the literal text" if token[0] in "\"'" else "Triton cannot parse the config"
             for variable in _PLACEHOLDER.findall(token):
                 hint = f"give it a value (fill_template.py -i {model.file} {variable}:<value>) or edit the line"
@@ -148,40 +191,13 @@ def _placeholder_problems(model: _Model) -> list[Problem]:
     return problems
 
 
-def _code_part(line: str) -> str:
-    """The line without its trailing `#` comment (a `#` inside a quoted string is kept)."""
-    quote = None
-    for index, char in enumerate(line):
-        if quote:
-            if char == quote and line[index - 1] != "\\":
-                quote = None
-        elif char in "\"'":
-            quote = char
-        elif char == "#":
-            return line[:index]
-    return line
-
-
-def _find_line(model: _Model, pattern: str | re.Pattern[str], start: int = 0, end: int | None = None) -> int | None:
-    """1-based number of the first code line in [start, end) matching `pattern`."""
-    regex = re.compile(pattern)
-    for index in range(start, len(model.lines) if end is None else end):
-        if regex.search(_code_part(model.lines[index])):
-            return index + 1
-    return None
-
-
-def _quoted(field_name: str, value: str) -> str:
-    return rf'\b{field_name}\s*:\s*"{re.escape(value)}"'
-
-
 # --- per-model checks ----------------------------------------------------------------------------------------------
 def _check_identity(model: _Model) -> list[Problem]:
     name = model.config.name
     if not name or name == model.name:
         return []
     message = f'name "{name}" differs from its directory "{model.name}"; Triton rejects it (make them equal)'
-    return [Problem(model.file, _find_line(model, _quoted("name", name)), message)]
+    return [Problem(model.file, model.index.value_line("name", name), message)]
 
 
 def _check_versions(model: _Model) -> list[Problem]:
@@ -195,7 +211,7 @@ def _check_versions(model: _Model) -> list[Problem]:
     if kind == "specific":
         missing = sorted(set(policy.specific.versions) - set(versions))
         if missing:
-            line = _find_line(model, r"\bspecific\b")
+            line = model.index.field_line("specific")
             problems.append(Problem(model.file, line, f"version_policy names versions {missing} with no directory"))
         served = [v for v in versions if v in policy.specific.versions]
     elif kind == "all":
@@ -219,7 +235,7 @@ def _check_tensors(model: _Model) -> list[Problem]:
     batching = model.config.max_batch_size > 0
     for kind, tensors in (("input", model.config.input), ("output", model.config.output)):
         for tensor in tensors:
-            line = _find_line(model, _quoted("name", tensor.name)) if tensor.name else None
+            line = model.index.value_line("name", tensor.name) if tensor.name else None
             label = f'{kind} "{tensor.name}"'
             if not tensor.name:
                 problems.append(Problem(model.file, None, f"an {kind} has no name"))
@@ -236,33 +252,33 @@ def _check_tensors(model: _Model) -> list[Problem]:
     return problems
 
 
-def _check_parameters(model: _Model, root: Path, models: dict[str, _Model]) -> list[Problem]:
+def _check_parameters(model: _Model, where: _Where, models: dict[str, _Model]) -> list[Problem]:
     problems = []
     for key, parameter in sorted(model.config.parameters.items()):
         value = parameter.string_value
         if not value or _PLACEHOLDER.search(value):
             continue
-        line = _find_line(model, _quoted("key", key))
+        line = model.index.value_line("key", key)
         if key in _MODEL_NAME_PARAMETERS:
             if value not in models:
                 message = f'parameter {key} names model "{value}", which is not in the repository'
                 problems.append(Problem(model.file, line, message))
         elif key.lower().endswith(("_dir", "_path")) and key not in _SERVER_INSTALL_PARAMETERS:
-            problems += _check_path(model, root, key, value, line)
+            problems += _check_path(model, where, key, value, line)
     return problems
 
 
-def _check_path(model: _Model, root: Path, key: str, value: str, line: int | None) -> list[Problem]:
+def _check_path(model: _Model, where: _Where, key: str, value: str, line: int | None) -> list[Problem]:
     def problem(message: str) -> list[Problem]:
         return [Problem(model.file, line, f'parameter {key}: "{value}" {message}')]
 
-    path = Path(value.replace(_MODEL_DIRECTORY_VARIABLE, str(model.directory)))
-    relative = not path.is_absolute()
-    if relative:
-        path = root / path
+    given = Path(value.replace(_MODEL_DIRECTORY_VARIABLE, str(where.root / model.name)))
+    path = where.local(given)
+    if not is_inside(path.resolve(), where.root.resolve()):
+        return problem(_outside(key, value, where, path))
     if not path.exists():
-        where = f" (relative paths resolve against the repository root, {root})" if relative else ""
-        return problem(f"does not exist{where}")
+        relative = "" if given.is_absolute() else f" (relative paths resolve against the repository root, {where.root})"
+        return problem(f"does not exist{relative}")
     if key.endswith("_dir") and not path.is_dir():
         return problem("is not a directory")
     if key == "tokenizer_dir" and not any((path / name).is_file() for name in _TOKENIZER_FILES):
@@ -273,14 +289,34 @@ def _check_path(model: _Model, root: Path, key: str, value: str, line: int | Non
             missing.append("a *.engine file")
         if missing:
             return problem(f"is not a TensorRT-LLM engine directory: no {' and no '.join(missing)} (build it first)")
+    if key in ABSOLUTE_PARAMETERS and not given.is_absolute():
+        return problem(
+            "is relative: the tensorrtllm backend opens it from tritonserver's working directory, not the repository "
+            f"(Triton needs a local absolute path here); run `tritonrepo relocate {where.root}`"
+        )
     return []
+
+
+def _outside(key: str, value: str, where: _Where, path: Path) -> str:
+    """Why a path parameter that leaves the repository is refused, with the fix when the repository was moved."""
+    if key in ABSOLUTE_PARAMETERS and Path(value).is_absolute():
+        inside = repository_relative(value, where.root)
+        if inside is not None:
+            return (
+                f"points outside the repository: it names {inside} of the repository's old location (it was moved "
+                f"or copied since); run `tritonrepo relocate {where.root}` to point it here"
+            )
+    return (
+        f"resolves to {path.resolve()}, outside the repository {where.root}: a served model must read only files "
+        "inside its repository (copy them in)"
+    )
 
 
 # --- ensembles -----------------------------------------------------------------------------------------------------
 def _check_ensemble(model: _Model, models: dict[str, _Model]) -> list[Problem]:
     steps = model.config.ensemble_scheduling.step
     if not steps:
-        return [Problem(model.file, _find_line(model, r"\bensemble_scheduling\b"), "ensemble has no steps")]
+        return [Problem(model.file, model.index.field_line("ensemble_scheduling"), "ensemble has no steps")]
     produced = {tensor for step in steps for tensor in step.output_map.values()}
     inputs, outputs = {t.name: t for t in model.config.input}, {t.name: t for t in model.config.output}
     ensemble = _Ensemble(model, inputs, outputs, {}, produced)
@@ -302,54 +338,60 @@ def _check_decoupled_origins(ensemble: _Ensemble, steps: Any, models: dict[str, 
     """Triton refuses a step whose inputs come from different decoupled sources (the ensemble's own inputs count as
     one source): a decoupled model's responses cannot be joined with tensors from elsewhere."""
     origin = {tensor: ensemble.model.name for tensor in ensemble.inputs}
-    problems = []
-    for _ in range(len(steps)):  # steps may be listed out of order: propagate until nothing changes
-        changed = False
-        for step in steps:
-            sources = {origin[t] for t in step.input_map.values() if t in origin}
-            if len(sources) > 1:
-                line = _find_line(ensemble.model, _quoted("model_name", step.model_name))
-                message = (
-                    f'step "{step.model_name}" mixes inputs from different decoupled sources '
-                    f"({', '.join(sorted(sources))}); Triton rejects this ensemble"
-                )
-                problems.append(Problem(ensemble.model.file, line, message))
-                return problems
-            target = models.get(step.model_name)
-            decoupled = bool(target and target.config and target.config.model_transaction_policy.decoupled)
-            source = step.model_name if decoupled else next(iter(sources), ensemble.model.name)
-            for tensor in step.output_map.values():
-                if origin.get(tensor) != source:
-                    origin[tensor], changed = source, True
-        if not changed:
-            break
-    return problems
+    for step in _in_data_order(steps):  # steps may be listed in any order; each is visited once, after its inputs
+        sources = {origin[t] for t in step.input_map.values() if t in origin}
+        if len(sources) > 1:
+            line = ensemble.model.index.value_line("model_name", step.model_name)
+            message = (
+                f'step "{step.model_name}" mixes inputs from different decoupled sources '
+                f"({', '.join(sorted(sources))}); Triton rejects this ensemble"
+            )
+            return [Problem(ensemble.model.file, line, message)]
+        target = models.get(step.model_name)
+        decoupled = bool(target and target.config and target.config.model_transaction_policy.decoupled)
+        source = step.model_name if decoupled else next(iter(sources), ensemble.model.name)
+        for tensor in step.output_map.values():
+            origin[tensor] = source
+    return []
+
+
+def _in_data_order(steps: Any) -> list[Any]:
+    """The steps with each after the steps writing its inputs (Kahn's algorithm); a cycle's steps come last, as listed."""
+    writers: dict[str, list[int]] = {}
+    for index, step in enumerate(steps):
+        for tensor in step.output_map.values():
+            writers.setdefault(tensor, []).append(index)
+    waiting = [0] * len(steps)
+    readers: list[list[int]] = [[] for _ in steps]
+    for index, step in enumerate(steps):
+        for writer in {w for tensor in step.input_map.values() for w in writers.get(tensor, ()) if w != index}:
+            waiting[index] += 1
+            readers[writer].append(index)
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    order = []
+    while ready:
+        index = ready.pop()
+        order.append(index)
+        for reader in readers[index]:
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                ready.append(reader)
+    done = set(order)
+    order += [index for index in range(len(steps)) if index not in done]
+    return [steps[index] for index in order]
 
 
 def _step_spans(model: _Model, count: int) -> list[tuple[int, int]]:
     """Line ranges [start, end) of each step, assuming each step's model_name comes first (as upstream writes it)."""
-    begin = (_find_line(model, r"\bensemble_scheduling\b") or 1) - 1
-    starts = [i for i in range(begin, len(model.lines)) if re.search(r"\bmodel_name\s*:", _code_part(model.lines[i]))]
+    begin = (model.index.field_line("ensemble_scheduling") or 1) - 1
+    starts = [number - 1 for number in model.index.field_lines("model_name") if number > begin]
     if len(starts) != count:
-        return [(0, len(model.lines))] * count
-    return list(zip(starts, starts[1:] + [len(model.lines)], strict=True))
-
-
-def _map_line(model: _Model, kind: str, field_name: str, name: str, span: tuple[int, int]) -> int | None:
-    """Line of `key:`/`value:` "name" inside an input_map or output_map block of one step."""
-    pattern = re.compile(_quoted(field_name, name))
-    current = None
-    for index in range(*span):
-        code = _code_part(model.lines[index])
-        for found in _MAP_KIND.finditer(code):
-            current = found.group(1)
-        if current == kind and pattern.search(code):
-            return index + 1
-    return _find_line(model, pattern, *span)
+        return [(0, model.index.count)] * count
+    return list(zip(starts, starts[1:] + [model.index.count], strict=True))
 
 
 def _check_step(ensemble: _Ensemble, step: Any, span: tuple[int, int], models: dict[str, _Model]) -> list[Problem]:
-    head = _find_line(ensemble.model, _quoted("model_name", step.model_name), *span)
+    head = ensemble.model.index.value_line("model_name", step.model_name, *span)
     target = models.get(step.model_name)
     if target is None:
         message = f'step model "{step.model_name}" is not in the repository (models: {", ".join(sorted(models))})'
@@ -374,12 +416,12 @@ def _check_step_inputs(
     inputs = {t.name: t for t in target.config.input}
     problems = []
     for key, tensor in step.input_map.items():
-        line = _map_line(ensemble.model, "input_map", "key", key, span)
+        line = ensemble.model.index.mapped_line("input_map", "key", key, *span)
         if key not in inputs:
             message = f'input_map key "{key}" is not an input of model "{target.name}" ({_listing(inputs)})'
             problems.append(Problem(file, line, message))
             continue
-        line = _map_line(ensemble.model, "input_map", "value", tensor, span) or line
+        line = ensemble.model.index.mapped_line("input_map", "value", tensor, *span) or line
         consumer = (f"{target.name} input {key}", inputs[key].data_type)
         source = _source_of(ensemble, tensor)
         if source is not None:
@@ -407,12 +449,12 @@ def _check_step_outputs(ensemble: _Ensemble, step: Any, span: tuple[int, int], t
     outputs = {t.name: t for t in target.config.output}
     problems = []
     for key, tensor in step.output_map.items():
-        line = _map_line(ensemble.model, "output_map", "key", key, span)
+        line = ensemble.model.index.mapped_line("output_map", "key", key, *span)
         if key not in outputs:
             message = f'output_map key "{key}" is not an output of model "{target.name}" ({_listing(outputs)})'
             problems.append(Problem(file, line, message))
         elif tensor in ensemble.outputs:
-            line = _map_line(ensemble.model, "output_map", "value", tensor, span) or line
+            line = ensemble.model.index.mapped_line("output_map", "value", tensor, *span) or line
             produced = (f"{target.name} output {key}", outputs[key].data_type)
             wanted = (f"ensemble output {tensor}", ensemble.outputs[tensor].data_type)
             problems += _type_problem(file, line, tensor, produced, wanted)
@@ -448,7 +490,7 @@ def _check_data_flow(ensemble: _Ensemble, steps: Any) -> list[Problem]:
     model = ensemble.model
     consumed = {tensor for step in steps for tensor in step.input_map.values()}
     writes = [tensor for step in steps for tensor in step.output_map.values()]
-    twice = sorted(t for t in set(writes) if writes.count(t) > 1)
+    twice = sorted(t for t, count in Counter(writes).items() if count > 1)
     stray = sorted(set(writes) - consumed - set(ensemble.outputs))
     findings = [("value", t, f'ensemble tensor "{t}" is written by more than one output_map') for t in twice]
     findings += [
@@ -458,175 +500,4 @@ def _check_data_flow(ensemble: _Ensemble, steps: Any) -> list[Problem]:
         ("name", t, f'ensemble output "{t}" is not written by any step') for t in ensemble.outputs if t not in writes
     ]
     findings += [("value", t, f'ensemble tensor "{t}" is written but never used') for t in stray]
-    return [Problem(model.file, _find_line(model, _quoted(key, t)), message) for key, t, message in findings]
-
-
-# --- the llmapi model (TensorRT-LLM's PyTorch backend): config.pbtxt and its model.yaml must agree -------------------
-_PARALLEL_KEYS = (
-    "tensor_parallel_size",
-    "pipeline_parallel_size",
-    "context_parallel_size",
-    "moe_expert_parallel_size",
-    "moe_tensor_parallel_size",
-)
-_LIMIT_KEYS = ("max_batch_size", "max_num_tokens", "max_seq_len", "max_input_len", "max_beam_width")
-_SECTION_KEYS = (
-    "kv_cache_config",
-    "cuda_graph_config",
-    "moe_config",
-    "speculative_config",
-    "scheduler_config",
-    "pytorch_backend_config",
-    "lora_config",
-)
-# A Hugging Face repository id (name or org/name); such a `model` is downloaded when the model loads.
-_HUB_ID = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?$")
-
-
-def _version_dirs(model: _Model) -> list[Path]:
-    return sorted((p for p in model.directory.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-
-
-def _is_llmapi(model: _Model) -> bool:
-    """A Python model declaring the llmapi inputs, or with a model.yaml beside its model.py."""
-    if model.config.backend != "python":
-        return False
-    declared = any(tensor.name == LLMAPI_INPUT for tensor in model.config.input)
-    return declared or any((version / MODEL_YAML).is_file() for version in _version_dirs(model))
-
-
-def _check_llmapi(model: _Model, root: Path) -> list[Problem]:
-    problems = []
-    tensors = (("input", model.config.input, "text_input"), ("output", model.config.output, "text_output"))
-    for kind, declared, name in tensors:
-        if name not in {tensor.name for tensor in declared}:
-            message = f'the llmapi model has no {kind} "{name}" (TYPE_STRING): its clients send and read text there'
-            problems.append(Problem(model.file, None, message))
-    for version in _version_dirs(model):
-        problems += _check_model_yaml(model, root, version)
-    return problems
-
-
-def _check_model_yaml(model: _Model, root: Path, version: Path) -> list[Problem]:
-    import yaml
-
-    file = f"{model.name}/{version.name}/{MODEL_YAML}"
-    path = version / MODEL_YAML
-    if not path.is_file():
-        message = "missing: the llmapi model reads its LLM API arguments (model, backend, parallel sizes) from it"
-        return [Problem(file, None, message)]
-    try:
-        text = path.read_text(encoding="utf-8")
-        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
-        settings = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as error:
-        return [Problem(file, None, f"cannot read: {error}")]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        detail = getattr(error, "problem", None) or str(error)
-        return [Problem(file, mark.line + 1 if mark else None, f"does not parse as YAML: {detail}")]
-    if not isinstance(settings, dict):
-        message = f"must be a mapping of LLM API arguments (model, backend, ...), not {type(settings).__name__}"
-        return [Problem(file, None, message)]
-
-    def problem(key: tuple[str, ...], message: str) -> Problem:
-        return Problem(file, lines.get(key) or lines.get(key[:1]), message)
-
-    problems = _llmapi_arguments(settings, root, problem)
-    problems += _triton_config(model, settings.get("triton_config"), "triton_config" in settings, problem)
-    return problems
-
-
-def _key_lines(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
-    """1-based line of every mapping key in a composed YAML document, by key path."""
-    import yaml
-
-    lines: dict[tuple[str, ...], int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = (*prefix, str(key.value))
-            lines[path] = key.start_mark.line + 1
-            lines.update(_key_lines(value, path))
-    return lines
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _llmapi_arguments(settings: dict, root: Path, problem: Any) -> list[Problem]:
-    problems = []
-    model = settings.get("model")
-    if "model" not in settings:
-        problems.append(problem(("model",), "has no `model` (a Hugging Face id or a checkpoint folder)"))
-    elif not isinstance(model, str) or not model.strip():
-        problems.append(problem(("model",), f"`model` must be a Hugging Face id or a checkpoint folder, got {model!r}"))
-    elif (where := _model_location_problem(model, root)) is not None:
-        problems.append(problem(("model",), where))
-    backend = settings.get("backend")
-    if backend != "pytorch":
-        found = "has no `backend`" if "backend" not in settings else f"`backend` is {backend!r}"
-        problems.append(
-            problem(("backend",), f"{found}: this model serves TensorRT-LLM's PyTorch backend (backend: pytorch)")
-        )
-    for key in _PARALLEL_KEYS + _LIMIT_KEYS:
-        value = settings.get(key)
-        if key in settings and value is not None and not _positive_int(value):
-            problems.append(problem((key,), f"`{key}` must be a positive integer, got {value!r}"))
-    tp, ep = settings.get("tensor_parallel_size", 1), settings.get("moe_expert_parallel_size")
-    if _positive_int(tp) and _positive_int(ep) and tp % ep:
-        message = (
-            f"`moe_expert_parallel_size` {ep} does not divide `tensor_parallel_size` {tp}: TensorRT-LLM splits the "
-            "tensor-parallel ranks into expert x MoE-tensor parallel"
-        )
-        problems.append(problem(("moe_expert_parallel_size",), message))
-    for key in _SECTION_KEYS:
-        value = settings.get(key)
-        if value is not None and not isinstance(value, dict):
-            problems.append(problem((key,), f"`{key}` must be a mapping of its options, got {value!r}"))
-    return problems
-
-
-def _model_location_problem(model: str, root: Path) -> str | None:
-    path = Path(model)
-    if path.is_absolute():
-        return None if path.exists() else f"`model` {model} does not exist"
-    if (root / path).exists() or _HUB_ID.match(model):
-        return None  # a folder relative to the repository root, or a Hugging Face id
-    return f"`model` {model} is neither a folder (relative to the repository root, {root}) nor a Hugging Face id"
-
-
-def _triton_config(model: _Model, config: Any, present: bool, problem: Any) -> list[Problem]:
-    if not present:
-        message = "has no `triton_config` {max_batch_size, decoupled} (upstream's llmapi model reads them there)"
-        return [problem(("triton_config",), message)]
-    if not isinstance(config, dict):
-        return [problem(("triton_config",), f"`triton_config` must be a mapping, got {config!r}")]
-    problems = []
-    decoupled, batch = config.get("decoupled"), config.get("max_batch_size")
-    where = ("triton_config", "decoupled")
-    if not isinstance(decoupled, bool):
-        problems.append(problem(where, f"`triton_config.decoupled` must be true or false, got {decoupled!r}"))
-    elif model.config.HasField("model_transaction_policy") and not model.approximate:
-        in_config = model.config.model_transaction_policy.decoupled
-        if decoupled != in_config:
-            message = (
-                f"`triton_config.decoupled` is {str(decoupled).lower()} but {model.file} has decoupled: "
-                f"{str(in_config).lower()}; make them equal"
-            )
-            problems.append(problem(where, message))
-    where = ("triton_config", "max_batch_size")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
-        problems.append(problem(where, f"`triton_config.max_batch_size` must be an integer >= 0, got {batch!r}"))
-    elif _find_line(model, r"\bmax_batch_size\s*:") is not None and not model.approximate:
-        if batch != model.config.max_batch_size:
-            message = (
-                f"`triton_config.max_batch_size` is {batch} but {model.file} has max_batch_size: "
-                f"{model.config.max_batch_size}; make them equal"
-            )
-            problems.append(problem(where, message))
-    period = config.get("cancellation_check_period_ms")
-    if period is not None and (isinstance(period, bool) or not isinstance(period, (int, float)) or period <= 0):
-        where = ("triton_config", "cancellation_check_period_ms")
-        problems.append(problem(where, f"`triton_config.cancellation_check_period_ms` must be > 0, got {period!r}"))
-    return problems
+    return [Problem(model.file, model.index.value_line(key, t), message) for key, t, message in findings]

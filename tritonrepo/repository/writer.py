@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tritonrepo.errors import TritonRepoError
+from tritonrepo.repository.location import is_model_config, localized_text
 from tritonrepo.repository.manifest import MANIFEST
 from tritonrepo.repository.render import RenderedRepository
 
@@ -59,13 +60,15 @@ def _swap(staging: Path, target: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def write_rendered(root: Path, rendered: RenderedRepository) -> None:
+def write_rendered(root: Path, rendered: RenderedRepository, *, location: Path | None = None) -> None:
+    """Write the files into `root`; the engine paths in model configs are made absolute for `location`, the folder
+    the repository will be served from (default `root`): the tensorrtllm backend does not resolve them itself."""
     for directory in rendered.directories:
         (root / directory).mkdir(parents=True, exist_ok=True)
     for relative, content in rendered.files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
+        path.write_text(localized_text(content, location or root) if is_model_config(relative) else content)
 
 
 def place_files(source_dir: Path, names: Iterable[str], destination: Path) -> list[str]:

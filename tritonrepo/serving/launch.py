@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tritonrepo import progress
-from tritonrepo.errors import PortInUseError, ServerError
+from tritonrepo.errors import PortInUseError, ServerError, ValidationError
 from tritonrepo.frontend.policy import FrontendPolicy
 from tritonrepo.pytorch_path.triton_repo import find_llmapi_model
 from tritonrepo.repository.manifest import MANIFEST, read_manifest
@@ -31,6 +31,7 @@ class ServeOptions:
     log_file: Path | None = None
     ready_timeout: float = 600
     direct: bool = False  # s3:// only: Triton reads the bucket itself instead of a verified local copy
+    trust_repository: bool = False  # serve even when validation finds problems (each printed as a warning)
     s3_profile: str | None = None
     s3_region: str | None = None
     s3_endpoint_url: str | None = None
@@ -57,6 +58,7 @@ def serve_repository(options: ServeOptions) -> None:
     repository, triton_repository = _local_repository(options)
     if not repository.is_dir():
         raise ServerError(f"{options.repository} is not a directory", hint="Pass a model repository folder.")
+    check_before_serving(repository, trust=options.trust_repository)
     if options.openai_port and not port_is_free(options.host, options.openai_port):
         raise PortInUseError(
             f"port {options.openai_port} on {options.host} is already in use", hint="Choose another: --openai-port."
@@ -94,15 +96,43 @@ def serve_repository(options: ServeOptions) -> None:
 def _serve_until_stopped(
     options: ServeOptions, repository: Path, server: TritonServer, started: float, default_name: str
 ) -> None:
+    states: dict[str, str] = {}
+
+    def show(current: dict[str, str]) -> None:
+        states.update(current)
+        _show_states(current)
+
     with server:
-        server.wait_ready(timeout=options.ready_timeout, on_progress=_show_states)
-        progress.say(f"    every model is ready after {time.monotonic() - started:.1f}s")
+        server.wait_ready(timeout=options.ready_timeout, on_progress=show)
+        if not states:  # Triton is ready with nothing loaded: there is nothing to serve
+            raise ServerError(f"tritonserver loaded no model from {server.repository}", hint=f"See {server.log_path}.")
+        progress.say(f"    every model is ready ({len(states)}) after {time.monotonic() - started:.1f}s")
         progress.say(f"Triton: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics :{options.metrics_port}")
         if options.openai_port:
             _run_frontend(options, repository, server, default_name)
         else:
             progress.say("Press Ctrl-C to stop.")
             _wait_while_running(server)
+
+
+def check_before_serving(repository: Path, *, trust: bool) -> None:
+    """The checks of `tritonrepo validate`, before anything starts: a problem stops serve with validate's error and
+    exit code, unless `trust` (--trust-repository), which serves anyway and prints each problem as a warning."""
+    from tritonrepo.repository.validate import validate_repository
+
+    problems = [str(problem) for problem in validate_repository(repository)]
+    if not problems:
+        return
+    if not trust:
+        raise ValidationError(
+            problems,
+            root=str(repository),
+            hint="Nothing was started. Fix them (`tritonrepo validate` shows the same), or serve anyway with "
+            "--trust-repository.",
+        )
+    progress.warn(f"serving {repository} despite {len(problems)} problem(s), as --trust-repository asks:")
+    for problem in problems:
+        progress.warn(f"  {problem}")
 
 
 def _local_repository(options: ServeOptions) -> tuple[Path, str]:
@@ -213,10 +243,13 @@ def _run_frontend(options: ServeOptions, repository: Path, server: TritonServer,
     notes = [f"model {name!r}", "API key required" if policy.api_keys else "no API key"]
     if reasoning := policy.resolved_reasoning_parser(manifest):
         notes.append(f"reasoning parser {reasoning}")
-    progress.say(
-        f"OpenAI endpoint: http://{options.host}:{options.openai_port}/v1  ({', '.join(notes)}).  Ctrl-C stops both."
+    endpoint = f"OpenAI endpoint: http://{options.host}:{options.openai_port}/v1  ({', '.join(notes)})."
+    # Said once the front end listens: its tokenizer or its port can still fail before that.
+    run(
+        settings,
+        should_exit=lambda: server.returncode is not None,
+        on_listening=lambda: progress.say(f"{endpoint}  Ctrl-C stops both."),
     )
-    run(settings, should_exit=lambda: server.returncode is not None)
     if server.returncode is not None:
         raise ServerError(f"tritonserver exited with code {server.returncode}", hint=f"See {server.log_path}.")
 

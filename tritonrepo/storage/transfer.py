@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tritonrepo import progress
 from tritonrepo.errors import IntegrityError, StorageError
-from tritonrepo.repository.manifest import FORMAT, MANIFEST, file_digests, read_manifest
+from tritonrepo.repository.location import is_model_config, relocate
+from tritonrepo.repository.manifest import FORMAT, MANIFEST, file_digests, file_entry, portable_config, read_manifest
 from tritonrepo.source.resolve import cache_root
 from tritonrepo.stage_cache import FileDigests
 from tritonrepo.storage import sync
@@ -104,6 +105,11 @@ def _manifest_bytes(root: Path, files: sync.Files) -> bytes:
 
 
 def upload_one(store: S3Store, root: Path, path: str, entry: dict, callback: Callable[[int], None]) -> None:
+    data = portable_config(root, path)  # a model config: its portable form (engine paths relative to the root)
+    if data is not None:
+        store.put_bytes(path, data, sha256=entry["sha256"])
+        callback(len(data))
+        return
     store.upload(root / path, path, size=entry["size"], sha256=entry["sha256"], callback=callback)
 
 
@@ -217,6 +223,9 @@ def _local_files(root: Path, remote: sync.Files, memo: FileDigests) -> sync.File
         relative = path.relative_to(root).as_posix()
         if not path.is_file() or relative == MANIFEST or "__pycache__" in path.parts or path.name.endswith(PART_SUFFIX):
             continue
+        if is_model_config(relative):  # compared in its portable form, as pushed (it is small)
+            files[relative] = file_entry(root, relative)
+            continue
         size = path.stat().st_size
         same_size = remote.get(relative, {}).get("size") == size
         files[relative] = {"size": size, "sha256": memo.of(path) if same_size else None}
@@ -271,6 +280,8 @@ def pull(source: str | S3Url, target: Path, options: TransferOptions = TransferO
             safe_target(target, path).unlink()
         if options.delete:
             _remove_empty_folders(target, set(remote_dirs) | sync.parents(remote))
+        # Configs arrive in their portable form: their engine paths now name this folder (the digests stay the same).
+        relocate(target)
         # Last, like push: a local manifest means the files it lists are all in place.
         if not (target / MANIFEST).is_file() or (target / MANIFEST).read_bytes() != raw:
             _write_bytes(target, raw)
