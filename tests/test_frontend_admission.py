@@ -599,20 +599,22 @@ def test_a_cancelled_queued_request_gives_its_place_back():
 
 
 @pytest.mark.parametrize(
-    ("holds", "in_flight", "queued", "timeout", "expected"),
+    ("holds", "age", "in_flight", "queued", "timeout", "expected"),
     [
-        ([], 4, 0, 60.0, 60),  # nothing observed yet: the queue timeout
-        ([0.3], 1, 0, 60.0, 1),  # never below one second
-        ([2.0], 1, 0, 60.0, 2),  # one slot, held 2 s: free in about 2 s
-        ([2.0], 1, 2, 60.0, 6),  # two more ahead in the queue
-        ([2.0], 4, 2, 60.0, 2),  # four slots free up four times as often: 2 * 3 / 4, rounded up
-        ([30.0], 1, 3, 60.0, 60),  # never above the queue timeout
-        ([30.0], 1, 0, 7.5, 8),  # ... rounded up to whole seconds
-        ([1.0] + [11.0] * 40, 1, 0, 60.0, 11),  # the mean follows recent holds
+        ([], 0.01, 4, 0, 60.0, 1),  # a burst before any request ended: the first has run 10 ms so far
+        ([], 3.2, 1, 1, 60.0, 7),  # ... 3.2 s: every hold is at least that, and one more is queued ahead
+        ([0.3], 0, 1, 0, 60.0, 1),  # never below one second
+        ([2.0], 0, 1, 0, 60.0, 2),  # one slot, held 2 s: free in about 2 s
+        ([2.0], 0, 1, 2, 60.0, 6),  # two more ahead in the queue
+        ([2.0], 0, 4, 2, 60.0, 2),  # four slots free up four times as often: 2 * 3 / 4, rounded up
+        ([30.0], 0, 1, 3, 60.0, 60),  # never above the queue timeout
+        ([30.0], 0, 1, 0, 7.5, 8),  # ... rounded up to whole seconds
+        ([1.0] + [11.0] * 40, 0, 1, 0, 60.0, 11),  # the mean follows recent holds
     ],
 )
-def test_retry_after_is_estimated_from_recent_holds_and_the_queue(holds, in_flight, queued, timeout, expected):
-    slots = GenerationSlots(in_flight, queued, timeout)
+def test_retry_after_is_estimated_from_recent_holds_and_the_queue(holds, age, in_flight, queued, timeout, expected):
+    now = [100.0]
+    slots = GenerationSlots(in_flight, queued, timeout, clock=lambda: now[0])
 
     async def scenario():
         for held in holds:
@@ -620,6 +622,7 @@ def test_retry_after_is_estimated_from_recent_holds_and_the_queue(holds, in_flig
             slots.release(held)
         for _ in range(in_flight):
             await slots.acquire(Client().receive)
+        now[0] += age
         waiting = [asyncio.create_task(slots.acquire(Client().receive)) for _ in range(queued)]
         await until(lambda: slots.queued == queued, "the queue fills")
         with pytest.raises(CapacityError) as refused:
@@ -632,6 +635,10 @@ def test_retry_after_is_estimated_from_recent_holds_and_the_queue(holds, in_flig
     refused = run(scenario())
     assert refused.retry_after_s == expected and refused.headers() == [(b"retry-after", str(expected).encode())]
     assert f"Retry after {expected} s." in refused.message
+
+
+def test_retry_after_is_the_queue_timeout_when_nothing_ever_ran():
+    assert GenerationSlots(1, 0, 42.0).retry_after_s() == 42
 
 
 def test_invalid_limits_are_refused():

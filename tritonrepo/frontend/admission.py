@@ -11,7 +11,8 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..errors import ServerError
@@ -281,13 +282,22 @@ class GenerationSlots:
     A request takes its slot only once its body has been read and validated, so a client that is slow to send (or
     never finishes) its body holds no slot. Retry-After is estimated from how long slots were held lately and how
     many requests wait: slots free up about `max_in_flight` times per mean hold, and a newcomer waits for everyone
-    queued ahead of it. Before any slot has been given back there is nothing to go on, and the queue timeout is
-    used. The estimate is whole seconds, at least 1 and at most the queue timeout (rounded up).
+    queued ahead of it. Until a first slot is given back, the time since the first was taken stands in for the mean
+    (every hold so far is at least that long; a burst at start-up is told to come back soon, not after the queue
+    timeout). The estimate is whole seconds, at least 1 and at most the queue timeout (rounded up). `clock` is the
+    one `release` durations are measured with.
     """
 
     HOLD_WEIGHT = 0.1  # weight of the newest hold in the moving mean: about the last 10 requests count
 
-    def __init__(self, max_in_flight: int, max_queued: int, queue_timeout_s: float) -> None:
+    def __init__(
+        self,
+        max_in_flight: int,
+        max_queued: int,
+        queue_timeout_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
         if max_queued < 0:
@@ -298,6 +308,8 @@ class GenerationSlots:
         self.max_queued = max_queued
         self.queue_timeout_s = queue_timeout_s
         self.mean_hold_s: float | None = None
+        self.clock = clock
+        self._first_taken_at: float | None = None
         self._in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
@@ -312,9 +324,12 @@ class GenerationSlots:
 
     def retry_after_s(self) -> int:
         ceiling = max(1, math.ceil(self.queue_timeout_s))
-        if self.mean_hold_s is None:
-            return ceiling
-        wait = self.mean_hold_s * (len(self._waiters) + 1) / self.max_in_flight
+        mean = self.mean_hold_s
+        if mean is None:
+            if self._first_taken_at is None:
+                return ceiling
+            mean = self.clock() - self._first_taken_at
+        wait = mean * (len(self._waiters) + 1) / self.max_in_flight
         return min(ceiling, max(1, math.ceil(wait)))
 
     async def acquire(self, receive: Receive) -> Receive | None:
@@ -323,6 +338,8 @@ class GenerationSlots:
         past the request body: its next message can only be the client leaving."""
         if self._in_flight < self.max_in_flight and not self._waiters:
             self._in_flight += 1
+            if self._first_taken_at is None:
+                self._first_taken_at = self.clock()
             return receive
         if len(self._waiters) >= self.max_queued:
             raise CapacityError(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -102,11 +101,11 @@ class CompletionRoutes:
             return
         if admitted is None:  # the client left while it waited: nobody to answer
             return
-        started = time.monotonic()
+        started = slots.clock()
         try:
             await self._serve(getattr(self.state.serving, route[1]), request, admitted, send)
         finally:
-            slots.release(time.monotonic() - started)
+            slots.release(slots.clock() - started)
 
     async def _serve(self, method: Callable[[Any], Awaitable[Any]], request: Any, receive: Receive, send: Send) -> None:
         work = method(request)
