@@ -128,14 +128,15 @@ def _never() -> bool:
 
 
 async def _read_body(receive: Receive) -> bytes:
-    body = bytearray()
+    chunks: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone
-        body += message.get("body", b"")
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return bytes(body)
+            # One message (the usual case) is used as it is: a large body is not copied again.
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _send_json(send: Send, result: BaseModel) -> None:
