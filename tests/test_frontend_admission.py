@@ -582,6 +582,23 @@ def test_a_request_that_waited_gets_its_disconnect_through_the_returned_receive(
     assert run(scenario()) == {"type": "http.disconnect"}
 
 
+def test_releasing_a_slot_drops_the_read_its_wait_left_outstanding():
+    slots = GenerationSlots(1, 1, 30.0)
+
+    async def scenario():
+        await slots.acquire(Client().receive)
+        waiting = asyncio.create_task(slots.acquire(Client().receive))
+        await until(lambda: slots.queued == 1, "it waits")
+        slots.release(0.1)
+        receive = await waiting
+        tasks_while_running = len(asyncio.all_tasks())
+        slots.release(0.1, receive)  # ended without reading: its outstanding read must not outlive it
+        await asyncio.sleep(0)
+        return tasks_while_running - len(asyncio.all_tasks())
+
+    assert run(scenario()) == 1 and slots.in_flight == 0
+
+
 def test_a_cancelled_queued_request_gives_its_place_back():
     # What uvicorn does to requests still waiting when it shuts down.
     slots = GenerationSlots(1, 1, 30.0)

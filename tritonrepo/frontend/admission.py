@@ -367,9 +367,11 @@ class GenerationSlots:
             return None
         raise CapacityError(f"No capacity freed up within {self.queue_timeout_s:g} s.", self.retry_after_s())
 
-    def release(self, held_s: float) -> None:
+    def release(self, held_s: float, receive: Receive | None = None) -> None:
         """Gives a slot back after `held_s` seconds; it passes straight to the first waiter (FIFO, and no newcomer can
-        take it in between)."""
+        take it in between). `receive`: what acquire returned, so a read it still has outstanding is dropped."""
+        if isinstance(receive, _WatchedReceive):
+            receive.close()
         mean = self.mean_hold_s
         self.mean_hold_s = held_s if mean is None else mean + self.HOLD_WEIGHT * (held_s - mean)
         self._pass_on()

@@ -105,7 +105,7 @@ class CompletionRoutes:
         try:
             await self._serve(getattr(self.state.serving, route[1]), request, admitted, send)
         finally:
-            slots.release(slots.clock() - started)
+            slots.release(slots.clock() - started, admitted)
 
     async def _serve(self, method: Callable[[Any], Awaitable[Any]], request: Any, receive: Receive, send: Send) -> None:
         work = method(request)
