@@ -1,10 +1,11 @@
-"""Shared helpers for the front-end tests: a tiny local tokenizer and a scripted TextGenerator test double."""
+"""Shared helpers for the front-end tests: a tiny local tokenizer, TextGenerator test doubles, uvicorn in a thread."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 from tritonrepo.frontend.triton_client import GeneratedChunk, GenerationError, GenerationParams
@@ -144,3 +145,72 @@ class ScriptedGenerator:
         finally:
             if not done:
                 self.closed_early += 1
+
+
+class GatedGenerator:
+    """Test double of our TextGenerator interface (not of Triton) whose generations the test ends.
+
+    Each generation yields "<prompt>:" at once; a prompt that starts with "hold" then waits until the test calls
+    `open_gate(prompt)` (from any thread), others go on. Then it yields "done" and ends. It records which prompts
+    started, finished and were closed (finished or cut short).
+    """
+
+    def __init__(self) -> None:
+        self.gates: dict[str, asyncio.Event] = {}
+        self.started: list[str] = []
+        self.finished: list[str] = []
+        self.closed: list[str] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def is_ready(self) -> bool:
+        return True
+
+    async def model_inputs(self, model: str) -> set[str]:
+        return {"text_input", "max_tokens", "stream", "exclude_input_in_output"}
+
+    def open_gate(self, prompt: str) -> None:
+        assert self.loop is not None, "no generation has started yet"
+        self.loop.call_soon_threadsafe(lambda: self._gate(prompt).set())
+
+    def _gate(self, prompt: str) -> asyncio.Event:
+        return self.gates.setdefault(prompt, asyncio.Event())
+
+    async def generate(self, model: str, request: GenerationParams) -> AsyncIterator[GeneratedChunk]:
+        self.loop = asyncio.get_running_loop()
+        prompt = request.prompt
+        self.started.append(prompt)
+        try:
+            yield GeneratedChunk(text_bytes=f"{prompt[:40]}:".encode(), num_tokens=1)
+            if prompt.startswith("hold"):
+                await self._gate(prompt).wait()
+            yield GeneratedChunk(text_bytes=b"done", num_tokens=1)
+            self.finished.append(prompt)
+        finally:
+            self.closed.append(prompt)
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app) -> Iterator[str]:
+    """Serves an ASGI app with real uvicorn on a free port in a thread; yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+    from conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
+    )
+    thread = threading.Thread(target=server.run, daemon=True, name="frontend-test-server")
+    thread.start()
+    try:
+        for _ in range(1000):  # the bound only turns a server that never starts into a failure
+            if server.started:
+                break
+            time.sleep(0.01)
+        assert server.started, "uvicorn never started"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

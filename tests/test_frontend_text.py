@@ -115,24 +115,26 @@ def tokenizer(tmp_path_factory):
     return AutoTokenizer.from_pretrained(str(make_tokenizer_dir(tmp_path_factory.mktemp("tok") / "tokenizer")))
 
 
+@pytest.mark.parametrize("for_threads", [False, True], ids=["inline", "for-threads"])
 @pytest.mark.parametrize("add_special_tokens", [True, False])
-def test_prompt_encoder_gives_the_tokenizers_own_ids(tokenizer, add_special_tokens):
+def test_prompt_encoder_gives_the_tokenizers_own_ids(tokenizer, add_special_tokens, for_threads):
     from tritonrepo.frontend.text import prompt_encoder
 
-    encode = prompt_encoder(tokenizer)
+    encode = prompt_encoder(tokenizer, for_threads=for_threads)
     for prompt in PROMPTS:
         assert encode(prompt, add_special_tokens) == tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
     assert encode("x", True)[0] == tokenizer.bos_token_id and encode("x", False)[0] != tokenizer.bos_token_id
 
 
-def test_prompt_encoder_leaves_a_truncating_backend_to_transformers(tokenizer):
+@pytest.mark.parametrize("for_threads", [False, True], ids=["inline", "for-threads"])
+def test_prompt_encoder_leaves_a_truncating_backend_to_transformers(tokenizer, for_threads):
     import copy
 
     from tritonrepo.frontend.text import prompt_encoder
 
     truncating = copy.deepcopy(tokenizer)
     truncating.backend_tokenizer.enable_truncation(max_length=2)
-    encode = prompt_encoder(truncating)
+    encode = prompt_encoder(truncating, for_threads=for_threads)
     # transformers switches the backend's truncation off for a plain encode; calling the backend would cut at 2
     assert encode(PROMPTS[0], False) == tokenizer.encode(PROMPTS[0], add_special_tokens=False)
     assert len(encode(PROMPTS[0], False)) > 2
@@ -158,3 +160,23 @@ def test_tokens_before_tokenizes_the_returned_part_of_a_chunk_of_many_tokens_nev
     assert tokens_before(2, [GeneratedChunk(b"xy", 1), chunk], _by_length) == 1
     assert tokens_before(4, [GeneratedChunk(b"xy", 1), chunk], _by_length) == 1 + 2
     assert tokens_before(7, [GeneratedChunk(b"xy", 1), chunk], _by_length) == 1 + 3
+
+
+def test_the_encoder_for_threads_lets_other_threads_run_while_it_works(tokenizer):
+    # The backend's single encode holds the GIL until it is done (another thread gets to run once or twice during a
+    # 1 MB prompt); the encoder for worker threads must not, or a long prompt on a worker would stall the event loop's
+    # thread all the same. Seen by progress, not by time: a thread that counts while the encoder works gets to count.
+    import threading
+
+    from tritonrepo.frontend.text import prompt_encoder
+
+    encode = prompt_encoder(tokenizer, for_threads=True)
+    text = "héllo 🙂 wörld, the quick brown fox " * 30000  # about 1 MB
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (encode(text, False), done.set()))
+    ticks = 0
+    worker.start()
+    while not done.wait(0.001):
+        ticks += 1
+    worker.join()
+    assert ticks > 10

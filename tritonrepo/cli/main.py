@@ -287,12 +287,29 @@ def relocate(repository: Path) -> None:
 @click.option("--region", help="s3:// only: AWS region.")
 @click.option(
     "--api-key",
-    help="Require `Authorization: Bearer KEY` on /v1 (comma-separated for several) [default: $TRITONREPO_API_KEY].",
+    help="Require `Authorization: Bearer KEY` on /v1 and the API docs (comma-separated for several). Visible to "
+    "every local user in `ps`: $TRITONREPO_API_KEY or --api-key-file is the safe way [default: $TRITONREPO_API_KEY].",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the API keys from this file instead: one per line, blank lines and # comments ignored.",
 )
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browsers from this origin (repeatable).")
 @click.option("--max-request-bytes", type=click.IntRange(min=1024), default=8 << 20, show_default=True)
 @click.option(
-    "--max-concurrent-requests", type=click.IntRange(min=1), default=256, show_default=True, help="Generations at once."
+    "--request-body-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a request body may take to arrive, from its headers; later: 408 and the connection is closed.",
+)
+@click.option(
+    "--max-concurrent-requests",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Generations at once; a request takes a slot once its body is in.",
 )
 @click.option("--max-queued-requests", type=click.IntRange(min=0), default=1024, show_default=True, help="Beyond: 429.")
 @click.option("--queue-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="Seconds.")
@@ -326,8 +343,10 @@ def serve(
     profile,
     region,
     api_key,
+    api_key_file,
     cors_origins,
     max_request_bytes,
+    request_body_timeout,
     max_concurrent_requests,
     max_queued_requests,
     queue_timeout,
@@ -345,9 +364,10 @@ def serve(
         sys.exit(serve_deployment(Path(chosen)))
 
     policy = FrontendPolicy(
-        api_keys=api_keys_from(api_key),
+        api_keys=api_keys_from(api_key, api_key_file),
         cors_origins=tuple(cors_origins),
         max_body_bytes=max_request_bytes,
+        body_timeout_s=request_body_timeout,
         max_in_flight=max_concurrent_requests,
         max_queued=max_queued_requests,
         queue_timeout_s=queue_timeout,

@@ -1,4 +1,5 @@
-"""Request admission for the OpenAI front end: API keys, body size and concurrency limits as pure ASGI middlewares."""
+"""Request admission for the OpenAI front end: API keys and request body limits (pure ASGI middlewares), and the
+generation slots that completion requests take once their body is read and valid."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import hmac
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 from ..errors import ServerError
 from .asgi_types import ASGIApp, Message, Receive, Scope, Send
@@ -20,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 API_KEY_ENV = "TRITONREPO_API_KEY"
-LIMITED_PATHS = ("/v1/chat/completions", "/v1/completions")
+DEFAULT_PROTECTED_PREFIXES = ("/v1",)
 
 
 # --- shared helpers ------------------------------------------------------------------------------------------------
@@ -46,36 +49,63 @@ def route_path(scope: Scope) -> str:
 
 
 # --- API keys ------------------------------------------------------------------------------------------------------
-def api_keys_from(cli_value: str | None, env_var: str = API_KEY_ENV) -> tuple[str, ...]:
-    """The accepted API keys: --api-key if given, else the environment variable; several may be comma-separated."""
+def api_keys_from(cli_value: str | None, key_file: Path | None = None, env_var: str = API_KEY_ENV) -> tuple[str, ...]:
+    """The accepted API keys: --api-key (comma-separated), or --api-key-file (one per line), else the environment
+    variable (comma-separated). A key on the command line is visible to every local user in `ps`; the file and the
+    environment variable are not."""
+    if cli_value is not None and key_file is not None:
+        raise ServerError("Give --api-key or --api-key-file, not both.", hint="Put every key in the file.")
+    if key_file is not None:
+        return _checked_keys(_keys_in_file(Path(key_file)), f"Check {key_file}.")
     raw = cli_value if cli_value is not None else os.environ.get(env_var, "")
-    keys = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    return _checked_keys((part.strip() for part in raw.split(",")), f"Check --api-key or ${env_var}.")
+
+
+def _keys_in_file(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ServerError(f"Cannot read the API key file {path}: {reason}.") from exc
+    keys = [line.strip() for line in text.splitlines()]
+    keys = [key for key in keys if key and not key.startswith("#")]
+    if not keys:
+        # Starting without keys would silently open /v1 to everyone: refuse instead.
+        raise ServerError(
+            f"The API key file {path} holds no key (only blank lines or # comments).",
+            hint="Write one key per line.",
+        )
+    return keys
+
+
+def _checked_keys(candidates: Iterable[str], hint: str) -> tuple[str, ...]:
+    keys = tuple(dict.fromkeys(key for key in candidates if key))
     for key in keys:
         # A key a client cannot put in an HTTP header would lock everyone out; the key itself is never printed.
         if not (key.isascii() and key.isprintable()) or " " in key:
-            raise ServerError(
-                "An API key may only contain printable ASCII characters without spaces.",
-                hint=f"Check --api-key or ${env_var}.",
-            )
+            raise ServerError("An API key may only contain printable ASCII characters without spaces.", hint=hint)
     return keys
 
 
 class ApiKeyMiddleware:
-    """Requests under `protected_prefix` need `Authorization: Bearer <key>` with one of `api_keys`; else 401.
+    """Requests under `protected_prefixes` need `Authorization: Bearer <key>` with one of `api_keys`; else 401.
 
-    Health and metrics live outside the prefix and stay open. With no keys the middleware lets everything through.
+    Health and metrics live outside the prefixes and stay open. With no keys the middleware lets everything through.
+    The key is checked from the headers alone, before any of the request body is read.
     """
 
-    def __init__(self, app: ASGIApp, api_keys: Sequence[str], protected_prefix: str = "/v1") -> None:
+    def __init__(
+        self, app: ASGIApp, api_keys: Sequence[str], protected_prefixes: Sequence[str] = DEFAULT_PROTECTED_PREFIXES
+    ) -> None:
         self.app = app
-        self.protected_prefix = protected_prefix
+        self.protected_prefixes = tuple(protected_prefixes)
         self._keys = tuple(key.encode() for key in api_keys if key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             not self._keys
             or scope["type"] != "http"
-            or not route_path(scope).startswith(self.protected_prefix)
+            or not route_path(scope).startswith(self.protected_prefixes)
             or _is_cors_preflight(scope)
         ):
             await self.app(scope, receive, send)
@@ -114,27 +144,41 @@ def _is_cors_preflight(scope: Scope) -> bool:
     return scope.get("method") == "OPTIONS" and _header(scope, b"access-control-request-method") is not None
 
 
-# --- body size -----------------------------------------------------------------------------------------------------
-class BodySizeLimitMiddleware:
-    """Answers 413 for request bodies over `max_bytes`, by Content-Length up front, or while a chunked body streams in.
+# --- request body: size and time -----------------------------------------------------------------------------------
+class RequestBodyLimitMiddleware:
+    """Bounds what a request body may cost: more than `max_bytes` is a 413 (by Content-Length up front, or while a
+    chunked body streams in), a body not complete `timeout_s` after the request arrived is a 408, sent with
+    `Connection: close` so the server drops the connection.
 
-    When a body without Content-Length crosses the limit, the app's receive gets `http.disconnect` from then on (it
-    stops as if the client had left). If the app had not started its response, the 413 goes out at once and
-    anything the app sends afterwards is dropped, so the client gets exactly one response. If it had started one,
-    no status can be changed any more: the rest of that response is dropped and the server closes the connection.
+    When a limit is crossed mid-body, the app's receive gets `http.disconnect` from then on (it stops as if the client
+    had left). If the app had not started its response, the refusal goes out at once and anything the app sends
+    afterwards is dropped, so the client gets exactly one response. If it had started one, no status can be changed
+    any more: the rest of that response is dropped and the server closes the connection. Once the body is complete,
+    receive passes straight through (an app waiting for the client to leave is not timed).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, not {max_bytes}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, not {timeout_s}")
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     def _too_large(self) -> OpenAIError:
         return OpenAIError(
             413,
             f"The request body is larger than this server's limit of {self.max_bytes} bytes.",
             code="request_too_large",
+        )
+
+    def _too_slow(self, received: int) -> OpenAIError:
+        return OpenAIError(
+            408,
+            f"The request body did not arrive within {self.timeout_s:g} s ({received} bytes came); "
+            "send the whole body at once, or ask the operator to raise --request-body-timeout.",
+            code="request_timeout",
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -147,29 +191,41 @@ class BodySizeLimitMiddleware:
             await send_error(send, self._too_large())
             return
 
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         received = 0
+        body_done = False
         response_started = False
-        rejected = False
+        refused = False
+
+        async def refuse(error: OpenAIError, why: str) -> Message:
+            nonlocal response_started, refused
+            refused = True  # set before the awaits below, so an app send meanwhile is dropped
+            log.info("rejected %s %s: %s", scope.get("method"), scope.get("path"), why)
+            if not response_started:
+                response_started = True
+                await send_error(send, error, [(b"connection", b"close")] if error.status == 408 else ())
+            return {"type": "http.disconnect"}
 
         async def limited_receive() -> Message:
-            nonlocal received, response_started, rejected
-            if rejected:
+            nonlocal received, body_done
+            if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:
+                return await receive()
+            try:
+                message = await _receive_before(receive, deadline)
+            except asyncio.TimeoutError:
+                return await refuse(self._too_slow(received), f"body incomplete after {self.timeout_s:g} s")
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    rejected = True  # set before the awaits below, so an app send meanwhile is dropped
-                    log.info("rejected %s %s: body over %d bytes", scope.get("method"), scope.get("path"), received)
-                    if not response_started:
-                        response_started = True
-                        await send_error(send, self._too_large())
-                    return {"type": "http.disconnect"}
+                    return await refuse(self._too_large(), f"body over {self.max_bytes} bytes")
+                body_done = not message.get("more_body", False)
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal response_started
-            if rejected:
+            if refused:
                 return
             if message["type"] == "http.response.start":
                 response_started = True
@@ -178,10 +234,24 @@ class BodySizeLimitMiddleware:
         try:
             await self.app(scope, limited_receive, guarded_send)
         except Exception:
-            if not rejected:
+            if not refused:
                 raise
             # The app saw the client "leave" mid-body and may raise for it (Starlette's ClientDisconnect); expected.
             log.debug("app raised after its request body was cut off", exc_info=True)
+
+
+if sys.version_info >= (3, 11):
+
+    async def _receive_before(receive: Receive, deadline: float) -> Message:
+        # A timer, not a task: a body that is already there costs no extra turn of the event loop.
+        async with asyncio.timeout_at(deadline):
+            return await receive()
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _receive_before(receive: Receive, deadline: float) -> Message:
+        remaining = deadline - asyncio.get_running_loop().time()
+        return await asyncio.wait_for(receive(), max(remaining, 0.0))
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -191,25 +261,42 @@ def _content_length(scope: Scope) -> int | None:
     return int(value)
 
 
-# --- concurrency ---------------------------------------------------------------------------------------------------
-class ConcurrencyLimitMiddleware:
-    """At most `max_in_flight` requests on `paths` run at once; up to `max_queued` more wait for a slot, first come
-    first served. A full queue, or `queue_timeout_s` spent waiting, is answered 429 with Retry-After.
+# --- generation slots ----------------------------------------------------------------------------------------------
+class CapacityError(OpenAIError):
+    """No generation slot for this request: a 429 whose Retry-After header says when to try again."""
 
-    A slot is held until the app returns, so a streamed response holds it until the stream ends or the client
-    leaves. While a request waits its body is read (and kept for the app), which is how a client that leaves the
-    queue is noticed; the body size limit in front of this middleware bounds that memory.
+    def __init__(self, reason: str, retry_after_s: int) -> None:
+        super().__init__(
+            429, f"{reason} Retry after {retry_after_s} s.", type="rate_limit_exceeded", code="rate_limit_exceeded"
+        )
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after_s).encode())]
+
+
+class GenerationSlots:
+    """At most `max_in_flight` generations run at once; up to `max_queued` more wait for a slot, first come first
+    served. A full queue, or `queue_timeout_s` spent waiting, is a CapacityError (429).
+
+    A request takes its slot only once its body has been read and validated, so a client that is slow to send (or
+    never finishes) its body holds no slot. Retry-After is estimated from how long slots were held lately and how
+    many requests wait: slots free up about `max_in_flight` times per mean hold, and a newcomer waits for everyone
+    queued ahead of it. Until a first slot is given back, the time since the first was taken stands in for the mean
+    (every hold so far is at least that long; a burst at start-up is told to come back soon, not after the queue
+    timeout). The estimate is whole seconds, at least 1 and at most the queue timeout (rounded up). `clock` is the
+    one `release` durations are measured with.
     """
+
+    HOLD_WEIGHT = 0.1  # weight of the newest hold in the moving mean: about the last 10 requests count
 
     def __init__(
         self,
-        app: ASGIApp,
         max_in_flight: int,
         max_queued: int,
         queue_timeout_s: float,
-        paths: Iterable[str] = LIMITED_PATHS,
         *,
-        retry_after_s: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
@@ -217,13 +304,12 @@ class ConcurrencyLimitMiddleware:
             raise ValueError(f"max_queued must be >= 0, not {max_queued}")
         if queue_timeout_s < 0:
             raise ValueError(f"queue_timeout_s must be >= 0, not {queue_timeout_s}")
-        self.app = app
         self.max_in_flight = max_in_flight
         self.max_queued = max_queued
         self.queue_timeout_s = queue_timeout_s
-        self.paths = frozenset(paths)
-        # Nothing says how long requests run; a client that waits as long as the queue would have is a fair guess.
-        self.retry_after_s = max(1, retry_after_s if retry_after_s is not None else math.ceil(queue_timeout_s))
+        self.mean_hold_s: float | None = None
+        self.clock = clock
+        self._first_taken_at: float | None = None
         self._in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
@@ -236,72 +322,61 @@ class ConcurrencyLimitMiddleware:
     def queued(self) -> int:
         return len(self._waiters)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or route_path(scope) not in self.paths:
-            await self.app(scope, receive, send)
-            return
+    def retry_after_s(self) -> int:
+        ceiling = max(1, math.ceil(self.queue_timeout_s))
+        mean = self.mean_hold_s
+        if mean is None:
+            if self._first_taken_at is None:
+                return ceiling
+            mean = self.clock() - self._first_taken_at
+        wait = mean * (len(self._waiters) + 1) / self.max_in_flight
+        return min(ceiling, max(1, math.ceil(wait)))
+
+    async def acquire(self, receive: Receive) -> Receive | None:
+        """Takes a slot, waiting in the queue if need be. Returns the receive channel the request uses from now on,
+        or None if its client left while it waited; raises CapacityError when there is no room. `receive` must be
+        past the request body: its next message can only be the client leaving."""
         if self._in_flight < self.max_in_flight and not self._waiters:
             self._in_flight += 1
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                self._release()
-            return
+            if self._first_taken_at is None:
+                self._first_taken_at = self.clock()
+            return receive
         if len(self._waiters) >= self.max_queued:
-            await self._reject(
-                scope,
-                send,
+            raise CapacityError(
                 f"The server is at capacity ({self._in_flight} requests running, {len(self._waiters)} waiting).",
+                self.retry_after_s(),
             )
-            return
-        replay = _ReplayReceive(receive)
-        if not await self._wait_for_slot(replay):
-            if not replay.disconnected:  # a client that left the queue has nobody to answer
-                await self._reject(scope, send, f"No capacity freed up within {self.queue_timeout_s:g} s.")
-            return
-        try:
-            await self.app(scope, replay, send)
-        finally:
-            replay.close()
-            self._release()
-
-    async def _wait_for_slot(self, replay: _ReplayReceive) -> bool:
-        """Whether a slot became this request's; False if its client left or the queue timeout ran out."""
-        loop = asyncio.get_running_loop()
-        slot: asyncio.Future[None] = loop.create_future()
+        watched = _WatchedReceive(receive)
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(slot)
-        deadline = loop.time() + self.queue_timeout_s
         try:
-            while not slot.done() and not replay.disconnected:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                reading = replay.read_ahead()
-                waits = {slot} if reading is None else {slot, reading}
-                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-                if reading is not None and reading.done():
-                    replay.keep(reading)
-        except BaseException:  # cancelled (server shutdown) or a failing receive: give the place back
+            await asyncio.wait(
+                {slot, watched.reading()}, timeout=self.queue_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        except BaseException:  # cancelled (server shutdown): give the place back
             self._leave_queue(slot)
-            replay.close()
+            watched.close()
             raise
-        if slot.done() and not replay.disconnected:
-            return True
+        if slot.done() and not watched.gone:
+            return watched
         # A slot granted in the same instant the client left or time ran out goes back here, to the next in line.
         self._leave_queue(slot)
-        replay.close()
-        return False
+        gone = watched.gone
+        watched.close()
+        if gone:
+            return None
+        raise CapacityError(f"No capacity freed up within {self.queue_timeout_s:g} s.", self.retry_after_s())
 
-    def _leave_queue(self, slot: asyncio.Future[None]) -> None:
-        if slot.done() and not slot.cancelled():
-            self._release()
-            return
-        slot.cancel()
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(slot)
+    def release(self, held_s: float, receive: Receive | None = None) -> None:
+        """Gives a slot back after `held_s` seconds; it passes straight to the first waiter (FIFO, and no newcomer can
+        take it in between). `receive`: what acquire returned, so a read it still has outstanding is dropped."""
+        if isinstance(receive, _WatchedReceive):
+            receive.close()
+        mean = self.mean_hold_s
+        self.mean_hold_s = held_s if mean is None else mean + self.HOLD_WEIGHT * (held_s - mean)
+        self._pass_on()
 
-    def _release(self) -> None:
-        # The slot passes straight to the first waiter (FIFO, and no newcomer can take it in between).
+    def _pass_on(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -309,45 +384,34 @@ class ConcurrencyLimitMiddleware:
                 return
         self._in_flight -= 1
 
-    async def _reject(self, scope: Scope, send: Send, reason: str) -> None:
-        log.info("rejected %s %s: %s", scope.get("method"), scope.get("path"), reason)
-        error = OpenAIError(
-            429,
-            f"{reason} Retry after {self.retry_after_s} s.",
-            type="rate_limit_exceeded",
-            code="rate_limit_exceeded",
-        )
-        await send_error(send, error, [(b"retry-after", str(self.retry_after_s).encode())])
+    def _leave_queue(self, slot: asyncio.Future[None]) -> None:
+        if slot.done() and not slot.cancelled():
+            self._pass_on()  # it was granted: hand it on, without counting it as a hold
+            return
+        slot.cancel()
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(slot)
 
 
-class _ReplayReceive:
-    """The receive channel of a request that waited: hands the app what was read meanwhile, then reads on.
-
-    A read still outstanding when the slot arrives is handed over rather than cancelled, because cancelling a
-    server's receive() can lose the message it was about to return.
-    """
+class _WatchedReceive:
+    """The receive channel of a request that waits for a slot. Its body is read, so the one read outstanding while it
+    waits can only end with the client leaving; that read is handed on to the app rather than cancelled, because
+    cancelling a server's receive() can lose the message it was about to return."""
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
-        self._kept: collections.deque[Message] = collections.deque()
         self._reading: asyncio.Future[Message] | None = None
-        self.disconnected = False
 
-    def read_ahead(self) -> asyncio.Future[Message] | None:
-        """The outstanding read, started if there is none (a finished body's next message is the disconnect)."""
-        if self._reading is None and not self.disconnected:
+    def reading(self) -> asyncio.Future[Message]:
+        if self._reading is None:
             self._reading = asyncio.ensure_future(self._receive())
         return self._reading
 
-    def keep(self, reading: asyncio.Future[Message]) -> None:
-        self._reading = None
-        message = reading.result()
-        self.disconnected = message["type"] == "http.disconnect"
-        self._kept.append(message)
+    @property
+    def gone(self) -> bool:
+        return self._reading is not None and self._reading.done()
 
     async def __call__(self) -> Message:
-        if self._kept:
-            return self._kept.popleft()
         if self._reading is not None:
             reading, self._reading = self._reading, None
             return await reading
@@ -364,21 +428,17 @@ class _ReplayReceive:
 
 
 # --- the stack -----------------------------------------------------------------------------------------------------
-class AdmissionStack(NamedTuple):
-    app: ASGIApp  # what the server runs
-    concurrency: ConcurrencyLimitMiddleware  # its in_flight and queued are the queue-depth metrics
-
-
 def admission_stack(
     app: ASGIApp,
     *,
     api_keys: Sequence[str],
     max_body_bytes: int,
-    max_in_flight: int,
-    max_queued: int,
-    queue_timeout_s: float,
-) -> AdmissionStack:
-    """`app` behind body size -> API key -> concurrency: cheap checks first, and no slot for an unauthenticated call."""
-    concurrency = ConcurrencyLimitMiddleware(app, max_in_flight, max_queued, queue_timeout_s)
-    outer = BodySizeLimitMiddleware(ApiKeyMiddleware(concurrency, api_keys), max_body_bytes)
-    return AdmissionStack(app=outer, concurrency=concurrency)
+    body_timeout_s: float,
+    protected_prefixes: Sequence[str] = DEFAULT_PROTECTED_PREFIXES,
+) -> ASGIApp:
+    """`app` behind body limits -> API key: cheap checks first, and the key is checked before the body is read.
+
+    Generation slots are taken later, by the completion routes, once the body is read and valid."""
+    return RequestBodyLimitMiddleware(
+        ApiKeyMiddleware(app, api_keys, protected_prefixes), max_body_bytes, body_timeout_s
+    )

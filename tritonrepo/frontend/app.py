@@ -231,6 +231,7 @@ def build_app(settings: FrontendSettings, generator: TextGenerator | None = None
     """The FastAPI app with its state built once; `generator` replaces the Triton client (tests)."""
     from fastapi import FastAPI
 
+    from .admission import GenerationSlots
     from .completion_routes import CompletionRoutes, document_completion_routes
     from .metrics import FrontendMetrics, metrics_endpoint
     from .router import install_error_handlers, router
@@ -245,19 +246,7 @@ def build_app(settings: FrontendSettings, generator: TextGenerator | None = None
         )
     policy = settings.policy
     metrics = FrontendMetrics()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        close = getattr(generator, "close", None)
-        if close is not None:
-            await close()
-
-    app = FastAPI(title="tritonrepo OpenAI-compatible front end", lifespan=lifespan)
-    app.state.settings = settings
-    app.state.generator = generator
-    app.state.metrics = metrics
-    app.state.serving = OpenAIServing(
+    serving = OpenAIServing(
         generator,
         info.models,
         tokenizer,
@@ -266,6 +255,24 @@ def build_app(settings: FrontendSettings, generator: TextGenerator | None = None
         metrics=metrics,
         sampling_defaults=SamplingDefaults.from_generation_config(info.generation_defaults),
     )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        serving.close()
+        close = getattr(generator, "close", None)
+        if close is not None:
+            await close()
+
+    app = FastAPI(title="tritonrepo OpenAI-compatible front end", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.generator = generator
+    app.state.metrics = metrics
+    app.state.serving = serving
+    # Taken by the completion routes once a request's body is read and valid, so slow senders hold none.
+    slots = GenerationSlots(policy.max_in_flight, policy.max_queued, policy.queue_timeout_s)
+    app.state.slots = slots
+    metrics.set_queue_source(lambda: slots.queued)
     app.include_router(router)
     app.add_middleware(CompletionRoutes, state=app.state)
     document_completion_routes(app)
@@ -275,23 +282,24 @@ def build_app(settings: FrontendSettings, generator: TextGenerator | None = None
 
 
 def build_asgi(settings: FrontendSettings, generator: TextGenerator | None = None) -> tuple[Any, FastAPI]:
-    """The app wrapped for serving: metrics (outermost, so rejections count), CORS, then admission (body size,
-    API key, concurrency). Returns (what uvicorn runs, the FastAPI app inside)."""
+    """The app wrapped for serving: metrics (outermost, so rejections count), CORS, then admission (body size and
+    time, API key). Returns (what uvicorn runs, the FastAPI app inside).
+
+    With API keys set, the OpenAPI schema and its documentation pages need a key as /v1 does: they describe the
+    protected API, and a server that asks for keys is not meant to be explored anonymously."""
     from .admission import admission_stack
     from .metrics import MetricsMiddleware
 
     app = build_app(settings, generator)
     policy = settings.policy
-    stack = admission_stack(
+    docs = tuple(path for path in (app.openapi_url, app.docs_url, app.redoc_url) if path)
+    wrapped: Any = admission_stack(
         app,
         api_keys=policy.api_keys,
         max_body_bytes=policy.max_body_bytes,
-        max_in_flight=policy.max_in_flight,
-        max_queued=policy.max_queued,
-        queue_timeout_s=policy.queue_timeout_s,
+        body_timeout_s=policy.body_timeout_s,
+        protected_prefixes=("/v1", *docs),
     )
-    app.state.metrics.set_queue_source(lambda: stack.concurrency.queued)
-    wrapped: Any = stack.app
     if policy.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -5,6 +5,9 @@ StreamingResponse task group take about 0.6 ms before a request reaches Triton, 
 time-to-first-token budget (benchmarks/frontend_overhead.py), so these two are served here directly: parse, hand to
 OpenAIServing, write the answer. FastAPI keeps every other route; `document_completion_routes` puts these two in its
 OpenAPI schema.
+
+A request takes a generation slot (admission.GenerationSlots) only after its body has been read and validated, and
+holds it until its response ends or its client leaves.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .admission import route_path, send_error
+from .admission import CapacityError, GenerationSlots, route_path, send_error
 from .asgi_types import ASGIApp, Receive, Scope, Send
 from .protocol import (
     ChatCompletionChunk,
@@ -66,8 +69,8 @@ class _ClientGone(Exception):
 class CompletionRoutes:
     """Pure ASGI middleware serving the two completion routes with `state.serving`; other paths pass through.
 
-    `state` is the FastAPI app's state: `serving` (OpenAIServing) and, once uvicorn runs, `stopping` (a callable that
-    says the server is shutting down, so open streams end at their next event).
+    `state` is the FastAPI app's state: `serving` (OpenAIServing), `slots` (GenerationSlots) and, once uvicorn runs,
+    `stopping` (a callable that says the server is shutting down, so open streams end at their next event).
     """
 
     def __init__(self, app: ASGIApp, state: Any) -> None:
@@ -82,15 +85,30 @@ class CompletionRoutes:
         if scope["method"] != "POST":
             await send_error(send, OpenAIError(405, "Method Not Allowed"), [(b"allow", b"POST")])
             return
-        request_model, method = route[0], route[1]
         try:
-            request: Any = request_model.model_validate_json(await _read_body(receive))
+            request: Any = route[0].model_validate_json(await _read_body(receive))
         except _ClientGone:
             return
         except ValidationError as exc:
             await send_error(send, validation_error(exc))
             return
-        work = getattr(self.state.serving, method)(request)
+        slots: GenerationSlots = self.state.slots
+        try:
+            admitted = await slots.acquire(receive)
+        except CapacityError as exc:
+            log.info("rejected %s %s: %s", scope.get("method"), scope.get("path"), exc.message)
+            await send_error(send, exc, exc.headers())
+            return
+        if admitted is None:  # the client left while it waited: nobody to answer
+            return
+        started = slots.clock()
+        try:
+            await self._serve(getattr(self.state.serving, route[1]), request, admitted, send)
+        finally:
+            slots.release(slots.clock() - started, admitted)
+
+    async def _serve(self, method: Callable[[Any], Awaitable[Any]], request: Any, receive: Receive, send: Send) -> None:
+        work = method(request)
         try:
             if not request.stream:  # the whole generation happens in `work`: a client that leaves must cancel it
                 result = await until_disconnect(receive, work)
@@ -110,14 +128,15 @@ def _never() -> bool:
 
 
 async def _read_body(receive: Receive) -> bytes:
-    body = bytearray()
+    chunks: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone
-        body += message.get("body", b"")
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return bytes(body)
+            # One message (the usual case) is used as it is: a large body is not copied again.
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _send_json(send: Send, result: BaseModel) -> None:

@@ -15,6 +15,7 @@ class FrontendPolicy:
     api_keys: tuple[str, ...] = ()  # empty: no authentication (the default binds to 127.0.0.1 only)
     cors_origins: tuple[str, ...] = ()  # none by default: browsers on other origins are refused
     max_body_bytes: int = 8 << 20
+    body_timeout_s: float = 30.0  # a request body not complete this long after the request arrived: 408
     max_in_flight: int = 256  # generation requests running at once; more wait in the queue
     max_queued: int = 1024  # beyond this, 429 with Retry-After
     queue_timeout_s: float = 60.0  # a queued request gives up (429) after this long

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from .prompts import PromptTokenizer
 from .protocol import (
     AssistantMessage,
     ChatChoice,
@@ -33,7 +34,7 @@ from .protocol import (
 )
 from .reasoning import Split, split_whole, splitter_for
 from .sampling import SamplingDefaults
-from .text import IncrementalText, StopStringMatcher, prompt_encoder, tokens_before
+from .text import IncrementalText, StopStringMatcher, tokens_before
 from .triton_client import GeneratedChunk, GenerationError, GenerationParams, TextGenerator, input_for
 
 _END = object()  # the end of a text stream, for anext()
@@ -196,7 +197,7 @@ class OpenAIServing:
         self.generator = generator
         self.models = models
         self.tokenizer = tokenizer
-        self._encode = prompt_encoder(tokenizer)
+        self.prompts = PromptTokenizer(tokenizer)
         self.max_tokens_cap = max_tokens_cap
         splitter_for(reasoning_parser)  # an unknown parser name fails here, at start-up
         self.reasoning_parser = reasoning_parser
@@ -204,6 +205,10 @@ class OpenAIServing:
         self.metrics = metrics
         # What a request without temperature/top_p/top_k gets: the checkpoint's generation defaults, else OpenAI's.
         self.sampling_defaults = sampling_defaults or SamplingDefaults()
+
+    def close(self) -> None:
+        """Stops the prompt workers (at shutdown)."""
+        self.prompts.close()
 
     async def list_models(self) -> ModelList:
         created = int(time.time())
@@ -218,7 +223,7 @@ class OpenAIServing:
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[str]:
         if request.logprobs or request.top_logprobs:
             raise OpenAIError(400, "logprobs are not supported yet.", param="logprobs")
-        prompt = self._chat_prompt(request)
+        prompt = await self._chat_prompt(request)
         # The chat template already writes BOS, so the tokenizer must not add it again.
         job = await self._prepare(request, prompt, add_special_tokens=False, prefix="chatcmpl")
         if request.stream:
@@ -248,15 +253,19 @@ class OpenAIServing:
             usage=outcome.usage(job.prompt_tokens),
         )
 
-    def _chat_prompt(self, request: ChatCompletionRequest) -> str:
+    async def _chat_prompt(self, request: ChatCompletionRequest) -> str:
         if not (self.chat_template or getattr(self.tokenizer, "chat_template", None)):
             raise OpenAIError(
                 400, "This model's tokenizer has no chat template; use /v1/completions instead.", param="messages"
             )
         messages = [message.for_template() for message in request.messages]
+        size = sum(len(value) for message in messages for value in message.values())
         try:
-            prompt = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False, chat_template=self.chat_template
+            prompt = await self.prompts.run(
+                size,  # long conversations are templated off the event loop
+                lambda: self.tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=True, tokenize=False, chat_template=self.chat_template
+                ),
             )
         except Exception as exc:  # jinja raises for conversations the template refuses (e.g. no system role)
             raise OpenAIError(400, f"The chat template rejected these messages: {exc}", param="messages") from exc
@@ -355,11 +364,14 @@ class OpenAIServing:
         if request.n != 1:
             raise OpenAIError(400, "n > 1 is not supported; send one request per completion.", param="n")
         entry_point = self.models.resolve(request.model)
-        if not prompt.strip():
+        if not prompt or prompt.isspace():
             raise OpenAIError(400, "The prompt is empty.", param="prompt")
-        prompt_ids = tuple(self._encode(prompt, add_special_tokens))
-        prompt_tokens = len(prompt_ids)
         prompt_param = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
+        if self.prompts.is_long(len(prompt)) and (at_least := self.prompts.tokens_at_least(prompt)):
+            # A prompt too long for the model by its length alone is refused before any tokenizing.
+            self._max_tokens(request.requested_max_tokens(), at_least, prompt_param, at_least=True)
+        prompt_ids = await self.prompts.encode(prompt, add_special_tokens)
+        prompt_tokens = len(prompt_ids)
         max_tokens = self._max_tokens(request.requested_max_tokens(), prompt_tokens, prompt_param)
         try:
             # Asked before any streaming starts, so an unreachable Triton is a 503 rather than an error event.
@@ -400,13 +412,16 @@ class OpenAIServing:
             request_id=f"{prefix}-{uuid.uuid4().hex}",
         )
 
-    def _max_tokens(self, requested: int | None, prompt_tokens: int, prompt_param: str) -> int:
+    def _max_tokens(
+        self, requested: int | None, prompt_tokens: int, prompt_param: str, *, at_least: bool = False
+    ) -> int:
+        """max_tokens for the request, or a 400 with the numbers; `at_least`: prompt_tokens is a floor, not a count."""
         limits = self.models.limits
+        counted = f"at least {prompt_tokens}" if at_least else str(prompt_tokens)
         if limits.max_input_len is not None and prompt_tokens > limits.max_input_len:
             raise OpenAIError(
                 400,
-                f"The prompt has {prompt_tokens} tokens; this model accepts at most "
-                f"{limits.max_input_len} input tokens.",
+                f"The prompt has {counted} tokens; this model accepts at most {limits.max_input_len} input tokens.",
                 param=prompt_param,
                 code="context_length_exceeded",
             )
@@ -419,7 +434,7 @@ class OpenAIServing:
             if room < 1:
                 raise OpenAIError(
                     400,
-                    f"The prompt has {prompt_tokens} tokens, which leaves no room to generate "
+                    f"The prompt has {counted} tokens, which leaves no room to generate "
                     f"within the model's {limits.max_seq_len} tokens.",
                     param=prompt_param,
                     code="context_length_exceeded",
@@ -428,7 +443,7 @@ class OpenAIServing:
         if requested > room:
             raise OpenAIError(
                 400,
-                f"max_tokens is {requested} but the prompt has {prompt_tokens} tokens and this "
+                f"max_tokens is {requested} but the prompt has {counted} tokens and this "
                 f"model handles at most {limits.max_seq_len} tokens in all, so at most "
                 f"{max(room, 0)} can be generated.",
                 param="max_tokens",

@@ -1,4 +1,4 @@
-"""Turning streamed UTF-8 bytes into text: incremental decoding and OpenAI-style stop strings."""
+"""Text in and out of the model: incremental decoding of streamed UTF-8, OpenAI-style stop strings, prompt encoding."""
 
 from __future__ import annotations
 
@@ -97,18 +97,25 @@ def tokens_before(cut: int, chunks: Iterable[GeneratedChunk], count_text: Callab
     return total
 
 
-def prompt_encoder(tokenizer: Any) -> Callable[[str, bool], list[int]]:
+def prompt_encoder(tokenizer: Any, *, for_threads: bool = False) -> Callable[[str, bool], list[int]]:
     """`tokenizer.encode(text, add_special_tokens=...)` as a function, calling a fast tokenizer's backend directly
     when that gives the same ids: around the same backend encoding, transformers adds work on every call and sends a
     batch of one, which the backend hands to its thread pool. The same means no truncation or padding is set
-    on the backend (transformers would switch them off) and special tokens are not split."""
+    on the backend (transformers would switch them off) and special tokens are not split.
+
+    `for_threads`: for long prompts tokenized on worker threads. The backend's single encode holds the GIL until it
+    is done, which would stall the event loop as surely as running it there; its batch encoding releases the GIL
+    while it works (and the fast variant skips the character offsets, which nobody reads here)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if (
+    if not (
         backend is not None
         and backend.truncation is None
         and backend.padding is None
         and not getattr(tokenizer, "split_special_tokens", False)
         and not getattr(backend, "encode_special_tokens", False)
     ):
-        return lambda text, add_special_tokens: backend.encode(text, add_special_tokens=add_special_tokens).ids
-    return lambda text, add_special_tokens: tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        return lambda text, add_special_tokens: tokenizer.encode(text, add_special_tokens=add_special_tokens)
+    if for_threads:
+        encode_batch = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+        return lambda text, add_special_tokens: encode_batch([text], add_special_tokens=add_special_tokens)[0].ids
+    return lambda text, add_special_tokens: backend.encode(text, add_special_tokens=add_special_tokens).ids
