@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -409,8 +411,29 @@ def _transfer(action, source, destination, profile, region, endpoint_url, part_s
         dry_run=dry_run,
         check_remote=check_remote,
     )
-    summary = (push if action == "push" else pull)(source, destination, options)
+    # SIGTERM stops a transfer as Ctrl-C does: transfers in flight stop and their part files are removed.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
+    try:
+        summary = (push if action == "push" else pull)(source, destination, options)
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted: the {action} stopped and left no partial file behind. Run the same command again to "
+                   "finish: what already moved is not sent again.", err=True)  # fmt: skip
+        sys.exit(130)
+    except TritonRepoError as error:
+        if as_json:  # a --json caller gets the failure on stdout too, with what it concerns (e.g. the links refused)
+            failure = {"action": action, "source": str(source), "destination": str(destination), "error": str(error),
+                       "exit_code": error.exit_code, "links": getattr(error, "links", [])}  # fmt: skip
+            click.echo(json.dumps(failure, indent=2))
+        raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else format_summary(summary))
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 @cli.command()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+
+from tritonrepo.files import write_atomically
+from tritonrepo.repository.tree import walk
 
 MANIFEST = "tritonrepo.json"
 FORMAT = 1
@@ -36,19 +37,14 @@ def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
 
 def file_digests(root: Path, digest_of: Callable[[Path], str] = sha256_file) -> dict[str, dict[str, object]]:
     """{relative path: {size, sha256}} for every file under root except the manifest, sorted by path.
-    `digest_of` may remember digests of unchanged files (stage_cache.FileDigests.of)."""
+    `digest_of` may remember digests of unchanged files (stage_cache.FileDigests.of). Symbolic links are never
+    followed out of the tree (tree.walk): a link to a file inside root counts as that content, others are left out."""
     digests = {}
-    # os.walk, not rglob: it skips __pycache__ without entering it and costs one stat per file, which is what keeps a
-    # no-op push of thousands of files well under a second.
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        subfolders[:] = [name for name in subfolders if name != "__pycache__"]
-        for name in names:
-            path = Path(folder, name)
-            relative = path.relative_to(root).as_posix()
-            if relative == MANIFEST or not path.is_file():
-                continue
+    for relative in walk(root).files:
+        if relative != MANIFEST:
+            path = root / relative
             digests[relative] = {"size": path.stat().st_size, "sha256": digest_of(path)}
-    return dict(sorted(digests.items(), key=lambda item: item[0].split("/")))  # the order Path sorting gives
+    return digests
 
 
 def library_versions() -> dict[str, str | None]:
@@ -63,11 +59,7 @@ def library_versions() -> dict[str, str | None]:
 
 def write_manifest(root: Path, manifest: dict) -> None:
     """Atomically: a temp file in the same folder, then rename."""
-    fd, temp = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=root)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(temp, root / MANIFEST)
+    write_atomically(root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def read_manifest(root: Path) -> dict | None:
