@@ -227,12 +227,16 @@ def export_dstack(model, gpu, quantization, max_batch_size, max_seq_len, output,
 
 @cli.command()
 def models() -> None:
-    """List the known models (short names usable with --model)."""
-    from tritonrepo.source.catalog import CATALOG
+    """List the embedded and the known models (names usable with --model)."""
+    from tritonrepo.source.catalog import CATALOG, EMBEDDED
 
+    click.echo("Embedded models (made offline on first use: no download, no GPU needed):")
+    for model in EMBEDDED:
+        click.echo(f"  {model.name:<32} {model.description}")
+    click.echo("\nKnown models (short name, Hugging Face id, parameters, serving path on a GPU):")
     for entry in CATALOG:
         facts = entry.facts
-        click.echo(f"{entry.name:<32} {entry.hf_id:<44} {facts.num_params / 1e9:7.2f}B  {entry.serving_path}")
+        click.echo(f"  {entry.name:<32} {entry.hf_id:<44} {facts.num_params / 1e9:7.2f}B  {entry.serving_path}")
 
 
 @cli.command()
