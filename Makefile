@@ -11,7 +11,11 @@ METRICS_PORT ?= 8002
 # scripted-llama: its greedy answer is fixed by construction, so the demo shows a reply one can recognise.
 DEMO_MODEL := scripted-llama
 
-.PHONY: venv demo test clean
+# A second environment as users get it, `pip install ".[all]"` without the test extra (which once hid an undeclared
+# httpx from smoke): .ci/check_imports.py checks every import there and runs the CLI. Remade when pyproject.toml changes.
+INSTALL_CHECK ?= .venv-install-check
+
+.PHONY: venv demo test check-install clean
 
 venv: $(VENV)/.installed
 
@@ -45,8 +49,21 @@ demo: venv
 	$(BIN)/tritonrepo smoke --url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) \
 	  --openai-url http://127.0.0.1:$(OPENAI_PORT)/v1
 
-test: venv
+$(INSTALL_CHECK)/.installed: pyproject.toml
+	rm -rf $(INSTALL_CHECK)
+	$(PYTHON) -m venv $(INSTALL_CHECK)
+	$(INSTALL_CHECK)/bin/python -m pip install --quiet --upgrade pip
+	$(INSTALL_CHECK)/bin/python -m pip install --quiet "$(TORCH)"
+	$(INSTALL_CHECK)/bin/python -m pip install --quiet ".[all]"
+	touch $@
+
+check-install: $(INSTALL_CHECK)/.installed
+	$(INSTALL_CHECK)/bin/python -m pip install --quiet --no-deps --force-reinstall .  # this tree's code, not a stale copy
+	cd / && env -u PYTHONPATH $(abspath $(INSTALL_CHECK))/bin/python $(CURDIR)/.ci/check_imports.py \
+	  --root $(CURDIR) --cli $(abspath $(INSTALL_CHECK))/bin/tritonrepo
+
+test: venv check-install
 	$(BIN)/python -m pytest -ra
 
 clean:
-	rm -rf $(VENV) build/*/ build/*.log
+	rm -rf $(VENV) $(INSTALL_CHECK) build/*/ build/*.log
