@@ -32,3 +32,21 @@ def test_an_import_declared_only_by_the_test_extra_is_found(tmp_path):
     assert result.returncode == 1
     assert "tritonrepo/checks/smoke.py:" in result.stdout
     assert "imports httpx from httpx, which is not in the base dependencies (declared only in [test])" in result.stdout
+
+
+def test_a_missing_optional_module_is_one_line_naming_the_extra(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from tritonrepo.cli.main import cli
+    from tritonrepo.source import resolve
+
+    def without_safetensors(name):  # as on `pip install tritonrepo`, without [runtime]
+        raise ModuleNotFoundError("No module named 'safetensors'", name="safetensors")
+
+    monkeypatch.setattr(resolve, "_embedded", without_safetensors)
+    result = CliRunner().invoke(cli, ["-q", "build", "--model", "tiny-llama", "-o", str(tmp_path / "t")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr == (
+        "Error: this needs the Python module 'safetensors', which the [runtime] extra installs: "
+        'pip install "tritonrepo[runtime]"\n'
+    )

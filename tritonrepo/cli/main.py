@@ -28,6 +28,14 @@ def _handle_errors(command):
                 raise
             click.echo(f"Error: {error}", err=True)
             sys.exit(error.exit_code)
+        except ModuleNotFoundError as error:  # an optional dependency (e.g. [runtime] for the embedded models)
+            from tritonrepo.extras import missing_module_message
+
+            message = missing_module_message(error)
+            if message is None or os.environ.get("TRITONREPO_DEBUG"):
+                raise
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(1)
 
     return wrapper
 
