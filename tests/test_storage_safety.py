@@ -10,16 +10,20 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import boto3
 import pytest
+import requests
 from click.testing import CliRunner
+from conftest import free_port
 from test_storage_s3 import _credentials, _keys, _tree, _with, bucket, built, endpoint, options, repo, s3  # noqa: F401 (fixtures)
 
 from tritonrepo.cli.main import cli
 from tritonrepo.errors import UnsafeKeyError, UnsafeLinkError
 from tritonrepo.repository.manifest import MANIFEST
-from tritonrepo.storage import pull, push
+from tritonrepo.storage import TransferOptions, pull, push
 from tritonrepo.storage.transfer import PART_SUFFIX
 
 
@@ -151,6 +155,29 @@ def _files(tmp_path: Path) -> list[Path]:
 
 
 # --- pull: interrupted ---------------------------------------------------------------------------------------------
+# These run moto in a process of its own: in this one, its threads would hold the GIL while serving the download and
+# delay the loop that watches for the part file, so the signal could arrive after the download had finished.
+@pytest.fixture(scope="module")
+def own_endpoint():
+    port = free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{url}/moto-api/", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def _part_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if PART_SUFFIX in p.name] if root.exists() else []
 
@@ -163,46 +190,50 @@ def _start_pull(bucket_name: str, endpoint_url: str, target: Path) -> subprocess
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_a_part_file(process: subprocess.Popen, target: Path) -> None:
+def _wait_for_the_part_file(process: subprocess.Popen, folder: Path) -> None:
     deadline = time.monotonic() + 60
-    while not _part_files(target):
+    while not (folder.is_dir() and any(name.endswith(PART_SUFFIX) for name in os.listdir(folder))):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the pull never started downloading"
-        time.sleep(0.005)
+        time.sleep(0.002)
 
 
 @pytest.fixture
-def big_remote(bucket, options, tmp_path) -> Path:
+def big_remote(own_endpoint, tmp_path) -> tuple[str, Path]:
+    bucket_name = f"big-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=own_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket_name)
     source = tmp_path / "big-source"
     (source / "m/1").mkdir(parents=True)
-    (source / "m/1/weights.bin").write_bytes(os.urandom(96 << 20))
+    (source / "m/1/weights.bin").write_bytes(os.urandom(128 << 20))
     (source / "m/config.pbtxt").write_text("name: 'm'\n")
-    push(source, f"s3://{bucket}/big", options)
-    return source
+    push(source, f"s3://{bucket_name}/big", TransferOptions(endpoint_url=own_endpoint))
+    return bucket_name, source
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupted_pull_removes_its_part_file_at_once(big_remote, bucket, endpoint, options, tmp_path, stop):
+def test_an_interrupted_pull_removes_its_part_file_at_once(big_remote, own_endpoint, tmp_path, stop):
+    bucket_name, source = big_remote
     target = tmp_path / "target"
-    process = _start_pull(bucket, endpoint, target)
-    _wait_for_a_part_file(process, target)
+    process = _start_pull(bucket_name, own_endpoint, target)
+    _wait_for_the_part_file(process, target / "m/1")  # weights.bin comes first, one file at a time
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    left = sorted(p.relative_to(target).as_posix() for p in target.rglob("*"))
+    assert process.returncode == 130, (process.returncode, stderr, left)
     assert "Interrupted: the pull stopped and left no partial file behind" in stderr
-    assert _part_files(target) == []
-    assert not (target / "m/1/weights.bin").exists() and not (target / MANIFEST).exists()
-    pull(f"s3://{bucket}/big", target, options)  # the rerun finishes it
-    assert _tree(target) == {**_tree(big_remote), MANIFEST: _tree(target)[MANIFEST]}
+    assert left == ["m", "m/1"], stderr  # no part file, no weights.bin (it was downloading), no manifest
+    pull(f"s3://{bucket_name}/big", target, TransferOptions(endpoint_url=own_endpoint))  # the rerun finishes it
+    assert _tree(target) == {**_tree(source), MANIFEST: _tree(target)[MANIFEST]}
 
 
-def test_the_part_file_of_a_killed_pull_is_swept_by_the_next_one(big_remote, bucket, endpoint, options, tmp_path):
+def test_the_part_file_of_a_killed_pull_is_swept_by_the_next_one(big_remote, own_endpoint, tmp_path):
+    bucket_name, source = big_remote
     target = tmp_path / "target"
-    process = _start_pull(bucket, endpoint, target)
-    _wait_for_a_part_file(process, target)
+    process = _start_pull(bucket_name, own_endpoint, target)
+    _wait_for_the_part_file(process, target / "m/1")
     process.kill()  # SIGKILL: nothing can clean up
     process.communicate(timeout=60)
     assert len(_part_files(target)) == 1
-    summary = pull(f"s3://{bucket}/big", target, options)
+    summary = pull(f"s3://{bucket_name}/big", target, TransferOptions(endpoint_url=own_endpoint))
     assert _part_files(target) == [] and "m/1/weights.bin" in summary.moved
-    assert _tree(target) == {**_tree(big_remote), MANIFEST: _tree(target)[MANIFEST]}
+    assert _tree(target) == {**_tree(source), MANIFEST: _tree(target)[MANIFEST]}

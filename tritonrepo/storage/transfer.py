@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -60,10 +60,17 @@ def _run_parallel(work: Callable[[str], None], paths: Iterable[str], workers: in
     """Run `work` on each path. On the first failure, or Ctrl-C (KeyboardInterrupt reaches only this thread), set
     `cancel` so transfers in flight stop at their next chunk and clean up after themselves, wait for them, re-raise."""
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
-    futures = [pool.submit(work, p) for p in paths]
-    try:
-        for future in as_completed(futures):
-            future.result()
+    futures = []
+    try:  # submitting inside: a Ctrl-C between two submissions must cancel the transfers already started too
+        for path in paths:
+            futures.append(pool.submit(work, path))
+        pending = set(futures)
+        while pending:
+            # Woken every 0.2 s: a signal the kernel hands to a worker thread runs its Python handler (Ctrl-C's
+            # KeyboardInterrupt) only when this, the main thread, runs again, so an endless wait would let it slip.
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()
     except BaseException:
         cancel.set()
         for future in futures:
@@ -124,6 +131,7 @@ def download_one(
                 f"{store.url.key(path)} has sha256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}...",
                 hint="The remote object changed after the push; push the repository again.",
             )
+        callback(0)  # raises once the pull is stopped: after Ctrl-C nothing more is put in place, even if complete
         os.replace(temp, target)  # over a link standing there, the link itself is replaced, never its target
         memo.remember(target, digest)
     finally:
