@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from tritonrepo import build as build_module
 from tritonrepo.build import BuildRequest, build
 from tritonrepo.cli.main import cli
-from tritonrepo.errors import PlanError, ValidationError
+from tritonrepo.errors import HardwareError, PlanError, ValidationError
 from tritonrepo.repository.manifest import MANIFEST, file_digests, sha256_file
 from tritonrepo.repository.validate import validate_repository
 from tritonrepo.repository.writer import OutputError
@@ -209,3 +209,17 @@ def test_a_quiet_command_does_not_silence_the_next_one(tmp_path):
     assert runner.invoke(cli, ["-q", "build", "--model", "tiny-llama", "-o", str(tmp_path / "a")]).stderr == ""
     loud = runner.invoke(cli, ["build", "--model", "tiny-llama", "-o", str(tmp_path / "b")])
     assert "==> Resolving model tiny-llama" in loud.stderr
+
+
+def test_an_unknown_gpu_is_refused_by_name_on_the_engine_path_as_plan_refuses_it(tmp_path):
+    with pytest.raises(HardwareError) as caught:
+        build(BuildRequest(model="tiny-llama", output=tmp_path / "t", gpu="XYZ x2"))
+    message = str(caught.value)
+    assert message.startswith("unknown GPU 'XYZ'") and "Known profiles: A10, A100-40GB" in message and "H200" in message
+    assert not (tmp_path / "t").exists()
+    built_cli = CliRunner().invoke(cli, ["build", "-m", "tiny-llama", "-o", str(tmp_path / "t"), "--gpu", "XYZ"])
+    planned = CliRunner().invoke(cli, ["plan", "-m", "tiny-llama", "--gpu", "XYZ"])
+    assert built_cli.exit_code == planned.exit_code == 3
+    assert built_cli.stderr == planned.stderr  # one parser, one message
+    with pytest.raises(PlanError, match="engines compile for the GPU they run on"):  # a known one: the engine rule
+        build(BuildRequest(model="tiny-llama", output=tmp_path / "t", gpu="H200"))

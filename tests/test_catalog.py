@@ -76,3 +76,19 @@ def test_model_facts_for_planning_offline(tiny_model_dir):
 def test_a_catalog_short_name_downloads_its_hub_id():
     with pytest.raises(ModelDownloadError, match="deepseek-ai/DeepSeek-R1-Distill-Llama-8B is not in the local cache"):
         resolve_model("DeepSeek-R1-Distill-Llama-8B", offline=True)
+
+
+def test_models_lists_the_embedded_models_and_says_what_they_are():
+    from click.testing import CliRunner
+
+    from tritonrepo.cli.main import cli
+    from tritonrepo.source.resolve import EMBEDDED_MODELS
+    from tritonrepo.source.scripted_llama import DEFAULT_SCRIPT, expected_reasoning_and_answer
+
+    output = CliRunner().invoke(cli, ["models"]).output
+    lines = {line.split()[0]: line for line in output.splitlines() if line.startswith("  ")}
+    assert set(EMBEDDED_MODELS) == {"tiny-llama", "scripted-llama"} <= set(lines)
+    assert "random weights" in lines["tiny-llama"] and "gibberish by design" in lines["tiny-llama"]
+    answer = expected_reasoning_and_answer(DEFAULT_SCRIPT)[1].strip()
+    assert "fixed by construction" in lines["scripted-llama"] and f"'{answer}'" in lines["scripted-llama"]
+    assert "deepseek-ai/DeepSeek-R1-Distill-Llama-8B" in lines["DeepSeek-R1-Distill-Llama-8B"]  # the catalog follows

@@ -89,7 +89,7 @@ def test_each_support_matrix_row_gives_parsable_options_and_command(model, gpu, 
 
 def test_fp8_kv_cache_where_supported_and_the_h200_allocator_workaround():
     h200 = _plan("DeepSeek-R1", "H200 x8", trtllm_version="1.0.0")
-    assert extra_options(h200)["kv_cache_config"] == {"dtype": "fp8"}
+    assert extra_options(h200)["kv_cache_config"] == {"free_gpu_memory_fraction": 0.8, "dtype": "fp8"}
     assert dict(h200.env) == {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:8192"}  # the 8K-input fragmentation fix
     text = options_yaml(h200)
     assert "# - H200 with ~8K-token inputs" in text and "PYTORCH_CUDA_ALLOC_CONF=max_split_size_mb:8192" in text
@@ -255,6 +255,42 @@ def test_serve_sh_exports_the_workaround_and_runs_trtllm_serve(tmp_path, stubs):
     assert f"--extra_llm_api_options {tmp_path}/{launch_files.OPTIONS_FILE}" in line
 
 
+# trtllm-serve's default for --kv_cache_free_gpu_memory_fraction, and KvCacheConfig's (0.19, 0.20, 1.0)
+TRTLLM_SERVE_DEFAULT_FRACTION = 0.9
+
+
+def _trtllm_serve_llm_args(argv: list[str]) -> dict:
+    """What trtllm-serve 0.19-1.0 hands LLM(...), modelled on its source (commands/serve.py builds kv_cache_config
+    from the flag, then llmapi/llm_args.py `update_llm_args_with_extra_dict` does `llm_args | yaml`): the options
+    file replaces each top-level key whole. Only the keys this test reads are modelled."""
+    flag = "--kv_cache_free_gpu_memory_fraction"
+    fraction = float(_flag(argv, flag)) if flag in argv else TRTLLM_SERVE_DEFAULT_FRACTION
+    from_flags = {"kv_cache_config": {"free_gpu_memory_fraction": fraction}}
+    options = yaml.safe_load(Path(_flag(argv, "--extra_llm_api_options")).read_text())
+    return from_flags | options
+
+
+@pytest.mark.parametrize("version", ["0.19.0", "0.20.0", "1.0.0", "1.2.1"])
+def test_the_kv_cache_fraction_reaches_trtllm_serve_through_the_options_file(tmp_path, stubs, version):
+    log, env = stubs
+    plan = _plan("DeepSeek-R1", "H200 x8", trtllm_version=version, kv_cache_free_gpu_memory_fraction=0.65)
+    (tmp_path / launch_files.OPTIONS_FILE).write_text(options_yaml(plan))
+    script = _write(tmp_path, launch_files.serve_script(plan), launch_files.SERVE_SCRIPT)
+    subprocess.run(["bash", script], check=True, env=env)
+    argv = shlex.split(log.read_text().strip().split(" ", 2)[2])
+    llm_args = _trtllm_serve_llm_args(["trtllm-serve", *argv])
+    kv_cache = llm_args["kv_cache_config"]
+    # the README's advice on out-of-memory (lower the fraction) acts: the file holds it, beside the fp8 dtype
+    assert kv_cache.get("free_gpu_memory_fraction", TRTLLM_SERVE_DEFAULT_FRACTION) == 0.65
+    if plan.schema == "flat":
+        assert kv_cache["dtype"] == "fp8"
+    else:
+        assert llm_args["pytorch_backend_config"]["kv_cache_dtype"] == "fp8"
+    # and only there: a flag too would win over the file in later trtllm-serve versions, so edits to the file count
+    assert "--kv_cache_free_gpu_memory_fraction" not in argv
+    assert "kv_cache_config.free_gpu_memory_fraction (0.7 or less) in extra-llm-api-options.yml" in options_yaml(plan)
+
+
 def test_build_writes_a_trtllm_serve_deployment_for_the_target_gpus(tmp_path):
     result = build(BuildRequest(model="DeepSeek-R1", output=tmp_path / "r1", gpu="H200 x8", offline=True))
     folder = result.path
@@ -318,7 +354,7 @@ def test_cli_plan_json_shows_the_whole_deployment_offline():
     data = json.loads(result.output)
     assert data["runtime"] == "pytorch" and data["llmapi"]["sizing"]["moe_backend"] == "CUTLASS"
     deployment = data["deployment"]
-    assert deployment["extra_llm_api_options"]["kv_cache_config"] == {"dtype": "fp8"}
+    assert deployment["extra_llm_api_options"]["kv_cache_config"] == {"free_gpu_memory_fraction": 0.8, "dtype": "fp8"}
     assert deployment["launch_command"].startswith("trtllm-serve deepseek-ai/DeepSeek-R1 ")
     assert deployment["env"] == {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:8192"}
     refused = CliRunner().invoke(cli, ["plan", "--model", "DeepSeek-R1", "--gpu", "H100 x8"])

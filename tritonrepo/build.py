@@ -82,10 +82,12 @@ class BuildResult:
 
 def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> BuildResult:
     """`adapter` drives TensorRT-LLM (engine builds); the installed one unless a caller passes another."""
+    # --gpu is parsed first, by the parser `plan --gpu` uses: an unknown name is refused as such, on either path.
+    gpus = hardware.parse_gpu(request.gpu) if request.gpu else None
     name, facts = model_facts(request.model, revision=request.revision, offline=request.offline)  # no weights
     if facts.is_moe:
-        return _build_pytorch_path(request, name, facts)
-    if request.gpu:
+        return _build_pytorch_path(request, name, facts, gpus)
+    if gpus is not None:
         raise PlanError(
             "--gpu plans hardware this machine lacks, which only the PyTorch path (DeepSeek-V3-architecture models) "
             "can build for: engines compile for the GPU they run on",
@@ -189,11 +191,13 @@ def _plan_request(request: BuildRequest) -> PlanRequest:
     )
 
 
-def _build_pytorch_path(request: BuildRequest, name: str, facts: ModelFacts) -> BuildResult:
+def _build_pytorch_path(
+    request: BuildRequest, name: str, facts: ModelFacts, gpus: hardware.Hardware | None
+) -> BuildResult:
     """No engine compile: a trtllm-serve or llmapi deployment sized for --gpu (or this machine's GPUs)."""
     from tritonrepo.pytorch_path.deployment import write_deployment
 
-    machine = hardware.parse_gpu(request.gpu) if request.gpu else hardware.detect_hardware()
+    machine = gpus or hardware.detect_hardware()
     reference = model_reference(request.model)
     source = None
     if request.download:

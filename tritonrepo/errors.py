@@ -138,3 +138,11 @@ class IntegrityError(StorageError):
 
 class UnsafeKeyError(StorageError):
     """A remote key or manifest path that would land outside the target folder ('..', absolute, backslashes)."""
+
+
+class UnsafeLinkError(StorageError):
+    """A symbolic link in a repository leads outside it; push uploads nothing. `links` lists each one."""
+
+    def __init__(self, message: str, *, links: list[dict], hint: str | None = None) -> None:
+        self.links = list(links)
+        super().__init__(message, hint=hint)

@@ -43,13 +43,13 @@ def make_plan(
     model: str, *, gpu: str | None, request: PlanRequest, revision: str | None = None, offline: bool = False
 ) -> PlanResult:
     """--gpu plans for the NGC TensorRT-LLM container on that hardware; without it, for this machine as it is."""
-    name, facts = model_facts(model, revision=revision, offline=offline)
-    if gpu:
+    if gpu:  # first, as build does: an unknown name is refused before any model is looked at
         target = hardware.parse_gpu(gpu)
         available = True
     else:
         target = hardware.detect_hardware()
         available = hardware.tensorrt_llm_installed()
+    name, facts = model_facts(model, revision=revision, offline=offline)
     plan = plan_deployment(
         name, facts, target, request, tensorrt_llm_available=available, model_ref=model_reference(model),
         installed_version=hardware.tensorrt_llm_version(),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -26,6 +28,14 @@ def _handle_errors(command):
                 raise
             click.echo(f"Error: {error}", err=True)
             sys.exit(error.exit_code)
+        except ModuleNotFoundError as error:  # an optional dependency (e.g. [runtime] for the embedded models)
+            from tritonrepo.extras import missing_module_message
+
+            message = missing_module_message(error)
+            if message is None or os.environ.get("TRITONREPO_DEBUG"):
+                raise
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(1)
 
     return wrapper
 
@@ -225,12 +235,16 @@ def export_dstack(model, gpu, quantization, max_batch_size, max_seq_len, output,
 
 @cli.command()
 def models() -> None:
-    """List the known models (short names usable with --model)."""
-    from tritonrepo.source.catalog import CATALOG
+    """List the embedded and the known models (names usable with --model)."""
+    from tritonrepo.source.catalog import CATALOG, EMBEDDED
 
+    click.echo("Embedded models (made offline on first use: no download, no GPU needed):")
+    for model in EMBEDDED:
+        click.echo(f"  {model.name:<32} {model.description}")
+    click.echo("\nKnown models (short name, Hugging Face id, parameters, serving path on a GPU):")
     for entry in CATALOG:
         facts = entry.facts
-        click.echo(f"{entry.name:<32} {entry.hf_id:<44} {facts.num_params / 1e9:7.2f}B  {entry.serving_path}")
+        click.echo(f"  {entry.name:<32} {entry.hf_id:<44} {facts.num_params / 1e9:7.2f}B  {entry.serving_path}")
 
 
 @cli.command()
@@ -451,8 +465,29 @@ def _transfer(action, source, destination, profile, region, endpoint_url, part_s
         dry_run=dry_run,
         check_remote=check_remote,
     )
-    summary = (push if action == "push" else pull)(source, destination, options)
+    # SIGTERM stops a transfer as Ctrl-C does: transfers in flight stop and their part files are removed.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
+    try:
+        summary = (push if action == "push" else pull)(source, destination, options)
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted: the {action} stopped and left no partial file behind. Run the same command again to "
+                   "finish: what already moved is not sent again.", err=True)  # fmt: skip
+        sys.exit(130)
+    except TritonRepoError as error:
+        if as_json:  # a --json caller gets the failure on stdout too, with what it concerns (e.g. the links refused)
+            failure = {"action": action, "source": str(source), "destination": str(destination), "error": str(error),
+                       "exit_code": error.exit_code, "links": getattr(error, "links", [])}  # fmt: skip
+            click.echo(json.dumps(failure, indent=2))
+        raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else format_summary(summary))
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 @cli.command()

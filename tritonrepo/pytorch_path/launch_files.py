@@ -24,9 +24,9 @@ def trtllm_serve_argv(plan: LlmApiPlan, options_path: str) -> list[str]:
         "--max_batch_size", str(plan.max_batch_size),
         "--max_num_tokens", str(plan.max_num_tokens),
         "--max_seq_len", str(plan.max_seq_len),
-        "--kv_cache_free_gpu_memory_fraction", str(plan.kv_cache_free_gpu_memory_fraction),
         "--trust_remote_code",
     ]  # fmt: skip
+    # No --kv_cache_free_gpu_memory_fraction: the options file's kv_cache_config holds it (llm_options.py says why).
     if plan.reasoning_parser and parse_version(plan.trtllm_version) >= TRTLLM_SERVE_REASONING_PARSER:
         argv += ["--reasoning_parser", plan.reasoning_parser]
     # `--config` is the newer name; `--extra_llm_api_options` is accepted by every version from 0.19 on.

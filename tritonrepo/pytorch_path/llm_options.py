@@ -8,7 +8,13 @@ Two schemas (upstream.md; seeds 001 and 002):
   free_gpu_memory_fraction}`, `moe_config: {backend, max_num_tokens}`, `speculative_config: {decoding_type: MTP,
   num_nextn_predict_layers}`, `enable_attention_dp`, `stream_interval`.
 `extra_options` is the file trtllm-serve reads beside its flags; `llm_args` is everything `LLM(...)` takes (the llmapi
-Triton model's model.yaml, which has no command line)."""
+Triton model's model.yaml, which has no command line).
+
+The KV cache's memory fraction is written into the file's `kv_cache_config` in both schemas, and trtllm-serve is given
+no `--kv_cache_free_gpu_memory_fraction`: trtllm-serve (0.19, 0.20, 1.0: `update_llm_args_with_extra_dict` in
+`llmapi/llm_args.py`) merges the file over its flags one top-level key at a time, so a `kv_cache_config` in the file
+(e.g. `{dtype: fp8}`) replaced the flag's whole KvCacheConfig and the fraction fell back to its 0.9 default; later
+versions let an explicit flag win over the file instead. One place, the file, holds it for every version."""
 
 from __future__ import annotations
 
@@ -30,10 +36,13 @@ def cuda_graph_batch_sizes(largest: int) -> list[int]:
 def extra_options(plan: LlmApiPlan) -> dict:
     options: dict = {"enable_attention_dp": plan.attention_dp}
     mtp = {"decoding_type": "MTP", "num_nextn_predict_layers": plan.mtp_layers} if plan.mtp_layers else None
+    # Both schemas take KvCacheConfig here; the whole key replaces what trtllm-serve's flags built (see above).
+    kv_cache: dict = {"free_gpu_memory_fraction": plan.kv_cache_free_gpu_memory_fraction}
+    options["kv_cache_config"] = kv_cache
     if plan.schema == "flat":
         options["cuda_graph_config"] = {"enable_padding": True, "max_batch_size": plan.cuda_graph_max_batch_size}
         if plan.kv_cache_dtype != "auto":
-            options["kv_cache_config"] = {"dtype": plan.kv_cache_dtype}
+            kv_cache["dtype"] = plan.kv_cache_dtype
         options["stream_interval"] = plan.stream_interval
         moe = {"backend": plan.sizing.moe_backend}
         if plan.moe_max_num_tokens:
@@ -71,9 +80,7 @@ def llm_args(plan: LlmApiPlan) -> dict:
         "max_seq_len": plan.max_seq_len,
         "trust_remote_code": True,
     }
-    extra = extra_options(plan)
-    kv = {"free_gpu_memory_fraction": plan.kv_cache_free_gpu_memory_fraction, **extra.pop("kv_cache_config", {})}
-    return {**args, "kv_cache_config": kv, **extra}
+    return {**args, **extra_options(plan)}
 
 
 def header(plan: LlmApiPlan, what: str) -> str:

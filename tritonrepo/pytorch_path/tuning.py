@@ -144,7 +144,9 @@ def plan_llmapi(
     max_batch_size = request.max_batch_size or knobs.max_batch_size
     flat = parsed >= FLAT_SCHEMA
     comments = [
-        "CUDA out of memory: lower kv_cache_free_gpu_memory_fraction (0.7 or less), max_batch_size or max_seq_len.",
+        "CUDA out of memory: lower kv_cache_config.free_gpu_memory_fraction (0.7 or less) in "
+        f"{'tensorrt_llm/1/model.yaml' if request.serving == 'triton' else 'extra-llm-api-options.yml'}, or "
+        "max_batch_size or max_seq_len.",
         "Accuracy checks with lm_eval: pass add_special_tokens=False; the tokenizer's extra BOS costs GSM8K points.",
     ]
     env: list[tuple[str, str]] = []

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from tritonrepo.files import write_atomically
 from tritonrepo.repository.limits import MAX_CONFIG_BYTES
 from tritonrepo.repository.location import is_model_config, portable_bytes
+from tritonrepo.repository.tree import walk
 
 MANIFEST = "tritonrepo.json"
 FORMAT = 1
@@ -62,19 +62,13 @@ def file_digests(
 ) -> dict[str, dict[str, object]]:
     """{relative path: {size, sha256}} for every file under root except the manifest, sorted by path.
     `digest_of` may remember digests of unchanged files (stage_cache.FileDigests.of); `location` is where a staging
-    folder will be served from (see file_entry)."""
-    digests = {}
-    # os.walk, not rglob: it skips __pycache__ without entering it and costs one stat per file, which is what keeps a
-    # no-op push of thousands of files well under a second.
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        subfolders[:] = [name for name in subfolders if name != "__pycache__"]
-        for name in names:
-            path = Path(folder, name)
-            relative = path.relative_to(root).as_posix()
-            if relative == MANIFEST or not path.is_file():
-                continue
-            digests[relative] = file_entry(root, relative, digest_of, location)
-    return dict(sorted(digests.items(), key=lambda item: item[0].split("/")))  # the order Path sorting gives
+    folder will be served from (see file_entry). Symbolic links are never followed out of the tree (tree.walk): a
+    link to a file inside root counts as that content, others are left out."""
+    return {
+        relative: file_entry(root, relative, digest_of, location)
+        for relative in walk(root).files  # sorted the way Path sorting sorts
+        if relative != MANIFEST
+    }
 
 
 def library_versions() -> dict[str, str | None]:
@@ -89,11 +83,7 @@ def library_versions() -> dict[str, str | None]:
 
 def write_manifest(root: Path, manifest: dict) -> None:
     """Atomically: a temp file in the same folder, then rename."""
-    fd, temp = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=root)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(temp, root / MANIFEST)
+    write_atomically(root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def read_manifest(root: Path) -> dict | None:

@@ -176,6 +176,22 @@ CATALOG: tuple[CatalogEntry, ...] = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A tiny checkpoint tritonrepo makes itself, offline and on first use: no download, no GPU needed."""
+
+    name: str
+    description: str
+
+
+EMBEDDED: tuple[EmbeddedModel, ...] = (
+    EmbeddedModel("tiny-llama", "a tiny Llama with random weights: proves the pipeline end to end on any machine; "
+                  "its answers are gibberish by design"),
+    EmbeddedModel("scripted-llama", "a tiny Llama whose greedy answer is fixed by construction: it thinks, then "
+                  "answers 'Hello! Cats are lovely ✨' (what `make demo` serves)"),
+)  # fmt: skip
+
+
 def lookup(name: str) -> CatalogEntry | None:
     """A catalog entry by short name or Hugging Face id, case-insensitively."""
     wanted = name.strip().lower()

@@ -10,9 +10,9 @@ from typing import Literal
 
 from tritonrepo import __version__, progress
 from tritonrepo.errors import ModelDownloadError, ModelNotFoundError, UnsupportedModelError
-from tritonrepo.source.catalog import ModelFacts, lookup
+from tritonrepo.source.catalog import EMBEDDED, ModelFacts, lookup
 
-EMBEDDED_MODELS = ("tiny-llama", "scripted-llama")  # built locally; scripted-llama thinks, then answers
+EMBEDDED_MODELS = tuple(model.name for model in EMBEDDED)  # built locally; scripted-llama thinks, then answers
 # The files a build takes from a checkpoint, by glob; downloads fetch exactly these (never *.bin/*.pth duplicates).
 CHECKPOINT_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json")
 TOKENIZER_FILES = (

@@ -208,22 +208,25 @@ class S3Store:
             self.client.upload_file(str(path), self.url.bucket, key, ExtraArgs=extra, Callback=callback, Config=config)
 
     def download(self, relative: str, path: Path, *, size: int, callback: Callable[[int], None]) -> str:
-        """Into `path`; returns the sha256 of what landed. One GET below the part size, hashed as it streams in;
-        above it, ranged GETs in parallel (boto3's transfer manager) whose parts land out of order, hashed after."""
+        """Into `path` (which exists: the caller made it with the mode it wants); returns the sha256 of what landed.
+        One GET below the part size, hashed as it streams in; above it, ranged GETs in parallel (boto3's transfer
+        manager) written straight into the file, where they land out of order, so it is hashed after. Writing into
+        our own file, not letting boto3 rename a temp file of its own over it, keeps one part file to clean up."""
         key = self.url.key(relative)
-        with translated(self.url, f"download {key}"):
+        with translated(self.url, f"download {key}"), path.open("r+b") as handle:
+            handle.truncate()
             if size >= self.connection.part_size:
-                self.client.download_file(
-                    self.url.bucket, key, str(path), Callback=callback, Config=self.transfer_config()
+                self.client.download_fileobj(
+                    self.url.bucket, key, handle, Callback=callback, Config=self.transfer_config()
                 )
+                handle.flush()
                 return sha256_file(path)
             digest = hashlib.sha256()
-            with path.open("wb") as handle:
-                body = self.client.get_object(Bucket=self.url.bucket, Key=key)["Body"]
-                for chunk in body.iter_chunks(1 << 20):
-                    handle.write(chunk)
-                    digest.update(chunk)
-                    callback(len(chunk))
+            body = self.client.get_object(Bucket=self.url.bucket, Key=key)["Body"]
+            for chunk in body.iter_chunks(1 << 20):
+                handle.write(chunk)
+                digest.update(chunk)
+                callback(len(chunk))
             return digest.hexdigest()
 
     def delete(self, relatives: list[str]) -> None:

@@ -119,6 +119,7 @@ class TransferSummary:
     deleted: list[str]
     moved: list[str]
     seconds: float
+    skipped_links: list[dict] = field(default_factory=list)  # push: folder links and broken links, never followed
 
     @property
     def mb_per_s(self) -> float:
@@ -128,7 +129,9 @@ class TransferSummary:
         return {**asdict(self), "mb_per_s": round(self.mb_per_s, 2), "seconds": round(self.seconds, 3)}
 
 
-def summarize(action: str, source: str, destination: str, plan: Plan, *, dry_run: bool, seconds: float):
+def summarize(
+    action: str, source: str, destination: str, plan: Plan, *, dry_run: bool, seconds: float, skipped_links=()
+):
     return TransferSummary(
         action=action,
         source=source,
@@ -142,21 +145,29 @@ def summarize(action: str, source: str, destination: str, plan: Plan, *, dry_run
         deleted=list(plan.delete),
         moved=list(plan.transfer),
         seconds=seconds,
+        skipped_links=list(skipped_links),
     )
 
 
 def format_summary(summary: TransferSummary) -> str:
     verb = {"push": "upload", "pull": "download"}[summary.action]
+    skipped = [
+        f"skipped symbolic link {link['path']} -> {link['target']} "
+        f"({'a folder link: never followed' if link['kind'] == 'folder' else 'it points to nothing'})"
+        for link in summary.skipped_links
+    ]
     if summary.dry_run:
         lines = [f"would {verb} {p}" for p in summary.moved] + [f"would delete {p}" for p in summary.deleted]
+        lines += skipped
         lines.append(
             f"dry run: {summary.files_moved} file(s), {summary.bytes_moved / 1e6:.1f} MB would move; "
             f"{summary.files_skipped} unchanged; {len(summary.deleted)} would be deleted"
         )
         return "\n".join(lines)
-    return (
+    line = (
         f"{summary.action} {summary.source} -> {summary.destination}: "
         f"{summary.files_moved} file(s) {verb}ed ({summary.bytes_moved / 1e6:.1f} MB), "
         f"{summary.files_skipped} unchanged ({summary.bytes_skipped / 1e6:.1f} MB), "
         f"{len(summary.deleted)} deleted, in {summary.seconds:.1f}s ({summary.mb_per_s:.1f} MB/s)"
     )
+    return "\n".join([*skipped, line])

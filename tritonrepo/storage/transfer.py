@@ -5,25 +5,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tritonrepo import progress
-from tritonrepo.errors import IntegrityError, StorageError
+from tritonrepo.errors import IntegrityError, StorageError, UnsafeLinkError
+from tritonrepo.files import create_hidden, write_atomically
 from tritonrepo.repository.location import is_model_config, relocate
-from tritonrepo.repository.manifest import FORMAT, MANIFEST, file_digests, file_entry, portable_config, read_manifest
+from tritonrepo.repository.manifest import FORMAT, MANIFEST, file_entry, portable_config, read_manifest
+from tritonrepo.repository.tree import SKIPPED_FOLDERS, Tree, walk
 from tritonrepo.source.resolve import cache_root
 from tritonrepo.stage_cache import FileDigests
 from tritonrepo.storage import sync
 from tritonrepo.storage.s3 import Connection, S3Store
 from tritonrepo.storage.url import S3Url, check_relative, parse_s3_url, safe_target
 
-PART_SUFFIX = ".tritonrepo-part"  # temp downloads; a rerun sweeps leftovers of a killed pull
+PART_SUFFIX = ".tritonrepo-part"  # downloads in progress; removed on failure or Ctrl-C, swept by the next pull
 # Uploads take smaller parts than downloads: 16 MiB parts (awscli uses 8) keep less in flight per upload and pushed a
 # 1.5 GB file 20% faster than 64 MiB ones in benchmarks/s3_sync.py; a download's ranged GETs cost the store a read
 # each (moto reads the whole object per range), so pulls keep 64 MiB. boto3 grows parts to stay within 10,000.
@@ -52,23 +53,40 @@ class TransferOptions:
         return Connection(self.profile, self.region, self.endpoint_url, self.part_size, self.concurrency)
 
 
-def _run_parallel(work: Callable[[str], None], paths: Iterable[str], workers: int) -> None:
-    """Run `work` on each path; on the first failure cancel what has not started and re-raise it."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(work, p) for p in paths]
-        try:
-            for future in as_completed(futures):
+class Cancelled(Exception):
+    """Raised inside a transfer's byte callback once the transfer as a whole has failed or been interrupted."""
+
+
+def _run_parallel(work: Callable[[str], None], paths: Iterable[str], workers: int, cancel: threading.Event) -> None:
+    """Run `work` on each path. On the first failure, or Ctrl-C (KeyboardInterrupt reaches only this thread), set
+    `cancel` so transfers in flight stop at their next chunk and clean up after themselves, wait for them, re-raise."""
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    futures = []
+    try:  # submitting inside: a Ctrl-C between two submissions must cancel the transfers already started too
+        for path in paths:
+            futures.append(pool.submit(work, path))
+        pending = set(futures)
+        while pending:
+            # Woken every 0.2 s: a signal the kernel hands to a worker thread runs its Python handler (Ctrl-C's
+            # KeyboardInterrupt) only when this, the main thread, runs again, so an endless wait would let it slip.
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+            for future in done:
                 future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    except BaseException:
+        cancel.set()
+        for future in futures:
+            future.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
-def _byte_counter(bar) -> Callable[[int], None]:
+def _byte_counter(bar, cancel: threading.Event) -> Callable[[int], None]:
     lock = threading.Lock()  # boto3 calls back from its own worker threads
 
     def add(amount: int) -> None:
+        if cancel.is_set():
+            raise Cancelled("the transfer was stopped")
         with lock:
             bar.update(amount)
 
@@ -79,16 +97,6 @@ def _share_parts(store: S3Store, plan: sync.Plan, options: TransferOptions) -> N
     # --concurrency bounds files and parts together: few large files get many parts each, many get few.
     large = sum(1 for p in plan.transfer if plan.sizes[p] >= options.part_size)
     store.parts_in_flight = max(1, options.concurrency // max(1, min(large, options.concurrency)))
-
-
-def _empty_dirs(root: Path) -> list[str]:
-    """Folders with no files to upload; S3 drops them unless marked, and Triton needs empty version folders."""
-    empty = []
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        subfolders[:] = [name for name in subfolders if name != "__pycache__"]
-        if not names and not subfolders and Path(folder) != root:
-            empty.append(Path(folder).relative_to(root).as_posix())
-    return sorted(empty)
 
 
 def _manifest_bytes(root: Path, files: sync.Files) -> bytes:
@@ -116,23 +124,40 @@ def upload_one(store: S3Store, root: Path, path: str, entry: dict, callback: Cal
 def download_one(
     store: S3Store, root: Path, path: str, entry: dict, callback: Callable[[int], None], memo: FileDigests
 ) -> None:
-    """Into a temp file next to the target; renamed into place only once its sha256 matches the manifest."""
+    """Into a part file next to the target, made with the usual mode (0666 less the umask); renamed into place only
+    once its sha256 matches the manifest, and removed whatever stops it first (a bad digest, an error, Ctrl-C)."""
     target = safe_target(root, path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PART_SUFFIX, dir=target.parent)
+    fd, temp = create_hidden(target.parent, target.name, PART_SUFFIX)
     os.close(fd)
     try:
-        digest = store.download(path, Path(temp), size=entry["size"], callback=callback)
+        digest = store.download(path, temp, size=entry["size"], callback=callback)
         if digest != entry["sha256"]:
             raise IntegrityError(
                 f"{store.url.key(path)} has sha256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}...",
                 hint="The remote object changed after the push; push the repository again.",
             )
-        os.replace(temp, target)
+        callback(0)  # raises once the pull is stopped: after Ctrl-C nothing more is put in place, even if complete
+        os.replace(temp, target)  # over a link standing there, the link itself is replaced, never its target
         memo.remember(target, digest)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+
+
+def _local_tree(source: Path) -> Tree:
+    """The files push uploads. Refused whole, before anything is sent, when a symbolic link leads outside the
+    repository: uploading its target would publish a file the repository does not hold (e.g. /etc/passwd)."""
+    tree = walk(source)
+    if outside := tree.outside_links:
+        listed = ", ".join(f"{link.describe()} ({link.kind})" for link in outside)
+        raise UnsafeLinkError(
+            f"refusing to push {source}: {len(outside)} symbolic link(s) lead outside it: {listed}",
+            links=[link.as_dict() for link in outside],
+            hint="Push never uploads anything from outside the repository. Replace each link with a copy of what it "
+            'points to (e.g. cp --remove-destination "$(readlink -f LINK)" LINK), or remove it.',
+        )
+    return tree  # links skipped (folder links, broken ones) are listed in the summary
 
 
 def push(source: Path, destination: str | S3Url, options: TransferOptions = TransferOptions()):
@@ -146,10 +171,13 @@ def push(source: Path, destination: str | S3Url, options: TransferOptions = Tran
     source = Path(source)
     if not source.is_dir():
         raise StorageError(f"{source} is not a folder", hint="Push a repository folder made by `tritonrepo build`.")
-    local = file_digests(source, lambda path: None)  # sizes now; digests below, only where they decide
+    tree = _local_tree(source)
+    # sizes now (model configs: their portable form, hashed at once); other digests below, only where they decide
+    local = {p: file_entry(source, p, lambda path: None) for p in tree.files if p != MANIFEST}
     for path in local:
         check_relative(path, what="local path")
-    empty_dirs = _empty_dirs(source)
+    empty_dirs = tree.empty_folders
+    skipped_links = [link.as_dict() for link in tree.skipped_links]
     store = S3Store(url, options.connection())
     remote_raw = store.get_bytes(MANIFEST)
     try:
@@ -167,7 +195,9 @@ def push(source: Path, destination: str | S3Url, options: TransferOptions = Tran
 
     def summary(plan: sync.Plan):
         seconds = time.monotonic() - started
-        return sync.summarize("push", str(source), str(url), plan, dry_run=options.dry_run, seconds=seconds)
+        return sync.summarize(
+            "push", str(source), str(url), plan, dry_run=options.dry_run, seconds=seconds, skipped_links=skipped_links
+        )
 
     with progress.step(f"Hashing {source}"):
         hash_where(lambda path, size: manifest_files.get(path, {}).get("size") == size)
@@ -198,9 +228,10 @@ def push(source: Path, destination: str | S3Url, options: TransferOptions = Tran
 
     try:
         with progress.bar(plan.bytes_to_move, f"push {len(plan.transfer)} file(s)") as bar:
-            count = _byte_counter(bar)
+            cancel = threading.Event()
+            count = _byte_counter(bar, cancel)
             largest_first = sorted(plan.transfer, key=lambda p: -plan.sizes[p])  # the long ones start first
-            _run_parallel(upload, largest_first, options.concurrency)
+            _run_parallel(upload, largest_first, options.concurrency, cancel)
     finally:
         memo.save()
     for marker in plan.directories:
@@ -215,29 +246,41 @@ def push(source: Path, destination: str | S3Url, options: TransferOptions = Tran
 
 
 def _local_files(root: Path, remote: sync.Files, memo: FileDigests) -> sync.Files:
-    """Every local file; hashed (or its digest remembered) only where the size matches the manifest."""
+    """Every local file; hashed (or its digest remembered) only where the size matches the manifest. Links are never
+    followed nor read: each is an entry (size -1) that the remote's file replaces, or that --delete removes."""
     files: sync.Files = {}
     if not root.is_dir():
         return files
-    for path in root.rglob("*"):
-        relative = path.relative_to(root).as_posix()
-        if not path.is_file() or relative == MANIFEST or "__pycache__" in path.parts or path.name.endswith(PART_SUFFIX):
-            continue
-        if is_model_config(relative):  # compared in its portable form, as pushed (it is small)
-            files[relative] = file_entry(root, relative)
-            continue
-        size = path.stat().st_size
-        same_size = remote.get(relative, {}).get("size") == size
-        files[relative] = {"size": size, "sha256": memo.of(path) if same_size else None}
+    for folder, subfolders, names in os.walk(root, followlinks=False):
+        base = Path(folder)
+        subfolders[:] = [name for name in subfolders if name not in SKIPPED_FOLDERS]
+        names += [name for name in subfolders if (base / name).is_symlink()]  # a folder link is an entry too
+        for name in names:
+            path = base / name
+            relative = path.relative_to(root).as_posix()
+            if relative == MANIFEST or _is_part(name):
+                continue
+            if path.is_symlink():
+                files[relative] = {"size": -1, "sha256": None}
+            elif path.is_file() and is_model_config(relative):  # compared in its portable form, as pushed (small)
+                files[relative] = file_entry(root, relative)
+            elif path.is_file():
+                size = path.stat().st_size
+                same_size = remote.get(relative, {}).get("size") == size
+                files[relative] = {"size": size, "sha256": memo.of(path) if same_size else None}
     return files
 
 
+def _is_part(name: str) -> bool:
+    return name.startswith(".") and name.endswith(PART_SUFFIX)
+
+
 def _remove_empty_folders(root: Path, keep: set[str]) -> None:
-    """--delete: folders the remote has no file or marker under go too, deepest first."""
-    for folder in sorted((d for d in root.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
-        relative = folder.relative_to(root).as_posix()
-        if relative not in keep and not any(folder.iterdir()):
-            folder.rmdir()
+    """--delete: folders the remote has no file or marker under go too, deepest first (links are not folders)."""
+    for folder, _subfolders, _names in os.walk(root, topdown=False, followlinks=False):
+        relative = Path(folder).relative_to(root).as_posix()
+        if relative != "." and relative not in keep and not os.listdir(folder):
+            os.rmdir(folder)
 
 
 def pull(source: str | S3Url, target: Path, options: TransferOptions = TransferOptions()):
@@ -253,26 +296,30 @@ def pull(source: str | S3Url, target: Path, options: TransferOptions = TransferO
         raise StorageError(f"no {MANIFEST} at {url}", hint="Nothing was pushed there, or a push did not finish.")
     remote = sync.parse_remote_manifest(raw, str(url))
     remote_dirs = [key.rstrip("/") for key in remote_objects if key.endswith("/")]
-    for path in [*remote, *remote_dirs]:
-        safe_target(target, path)  # refuse the whole pull before any write
+    # Refuse the whole pull before any write: no key may escape, nor lead through a link in the target.
+    for path in remote:
+        safe_target(target, path)
+    for directory in remote_dirs:
+        safe_target(target, directory, folder=True)
     # Digests of local files are remembered by size and mtime (as push does), so a no-op pull reads no file.
     memo = FileDigests(cache_root() / "file-digests.json")
     with progress.step(f"Comparing with {target}"):
         plan = sync.plan_pull(remote, remote_dirs, _local_files(target, remote, memo), options.delete)
     if not options.dry_run:
         target.mkdir(parents=True, exist_ok=True)
-        for stale in target.rglob(f"*{PART_SUFFIX}"):
-            stale.unlink()
+        _sweep_parts(target)
         for directory in plan.directories:
-            safe_target(target, directory).mkdir(parents=True, exist_ok=True)
+            safe_target(target, directory, folder=True).mkdir(parents=True, exist_ok=True)
         _share_parts(store, plan, options)
         try:
             with progress.bar(plan.bytes_to_move, f"pull {len(plan.transfer)} file(s)") as bar:
-                count = _byte_counter(bar)
+                cancel = threading.Event()
+                count = _byte_counter(bar, cancel)
                 _run_parallel(
                     lambda p: download_one(store, target, p, remote[p], count, memo),
                     plan.transfer,
                     options.concurrency,
+                    cancel,
                 )
         finally:
             memo.save()  # what did land is remembered, so a rerun after a failure does not hash it again
@@ -283,8 +330,9 @@ def pull(source: str | S3Url, target: Path, options: TransferOptions = TransferO
         # Configs arrive in their portable form: their engine paths now name this folder (the digests stay the same).
         relocate(target)
         # Last, like push: a local manifest means the files it lists are all in place.
-        if not (target / MANIFEST).is_file() or (target / MANIFEST).read_bytes() != raw:
-            _write_bytes(target, raw)
+        manifest = target / MANIFEST
+        if manifest.is_symlink() or not manifest.is_file() or manifest.read_bytes() != raw:
+            write_atomically(manifest, raw)  # the remote manifest verbatim, so the pulled tree is byte-identical
     else:
         memo.save()
     return sync.summarize(
@@ -292,9 +340,10 @@ def pull(source: str | S3Url, target: Path, options: TransferOptions = TransferO
     )
 
 
-def _write_bytes(root: Path, raw: bytes) -> None:
-    """The remote manifest verbatim (so the pulled tree is byte-identical), atomically: temp file, then rename."""
-    fd, temp = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=root)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(raw)
-    os.replace(temp, root / MANIFEST)
+def _sweep_parts(root: Path) -> None:
+    """Part files a killed pull left behind (a pull that fails or is interrupted removes its own)."""
+    for folder, subfolders, names in os.walk(root, followlinks=False):
+        subfolders[:] = [name for name in subfolders if name not in SKIPPED_FOLDERS]
+        for name in names:
+            if _is_part(name):
+                os.unlink(os.path.join(folder, name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +63,19 @@ def check_relative(path: str, *, what: str = "key") -> str:
     return path
 
 
-def safe_target(root: Path, relative: str) -> Path:
-    """root/relative, after checking it cannot resolve outside root (also through symlinks already in root)."""
+def safe_target(root: Path, relative: str, *, folder: bool = False) -> Path:
+    """root/relative, refused when a folder on the way there is a symbolic link: pull never writes through a link, so
+    nothing it writes can land outside root. A link standing where a file goes is fine (the download replaces the link
+    itself, never its target); a link standing where a folder goes (`folder=True`) is refused too."""
     check_relative(relative)
-    target = root / relative.rstrip("/")
-    resolved_root = root.resolve()
-    if not target.resolve().is_relative_to(resolved_root):
-        raise UnsafeKeyError(f"refusing key {relative!r}: it resolves outside {root}")
-    return target
+    parts = relative.rstrip("/").split("/")
+    path = Path(root)
+    for depth, part in enumerate(parts, start=1):
+        path = path / part
+        if (depth < len(parts) or folder) and path.is_symlink():
+            raise UnsafeKeyError(
+                f"refusing to write {relative!r}: {path} is a symbolic link (-> {os.readlink(path)}), and pull never "
+                f"writes through one, so nothing can land outside {root}",
+                hint="Remove the link, or pull into another folder.",
+            )
+    return path
