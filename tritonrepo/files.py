@@ -1,4 +1,5 @@
-"""New files made as open() makes them (mode 0666 less the umask, not mkstemp's 0600), written whole or not at all."""
+"""New files and folders made as open() and mkdir make them (0666/0777 less the umask, not mkstemp's 0600 or mkdtemp's
+0700); files written whole or not at all."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ def create_hidden(folder: Path, name: str, suffix: str = ".tmp") -> tuple[int, P
         path = Path(folder) / f".{name}.{secrets.token_hex(4)}{suffix}"
         try:
             return os.open(path, _FLAGS, 0o666), path  # the kernel takes the umask off, as for any new file
+        except FileExistsError:
+            continue
+
+
+def create_hidden_folder(parent: Path, name: str, suffix: str) -> Path:
+    """A new folder `.NAME.RANDOM SUFFIX` in parent with the usual mode (0777 less the umask, not mkdtemp's 0700), so a
+    server running as another user can read what is staged there once it is renamed into place."""
+    while True:
+        path = Path(parent) / f".{name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.mkdir(path, 0o777)  # the kernel takes the umask off
+            return path
         except FileExistsError:
             continue
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tritonrepo.errors import TritonRepoError
+from tritonrepo.files import create_hidden_folder
 from tritonrepo.repository.location import is_model_config, localized_text
 from tritonrepo.repository.manifest import MANIFEST
 from tritonrepo.repository.render import RenderedRepository
@@ -33,7 +33,7 @@ def staged_directory(target: Path) -> Iterator[Path]:
             hint="Choose another --output, or remove that folder yourself.",
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    staging = create_hidden_folder(target.parent, target.name, ".staging")
     try:
         yield staging
         _swap(staging, target)
