@@ -26,6 +26,11 @@ def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def warn(message: str) -> None:
+    """A line on stderr even when progress is off: something went wrong that the operator must hear about."""
+    print(message, file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def step(title: str) -> Iterator[None]:
     """Announce a pipeline step and report how long it took ('  done in 1.2s')."""

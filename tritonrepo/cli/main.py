@@ -261,6 +261,13 @@ def validate(repository: Path) -> None:
     "--log-file", type=click.Path(path_type=Path), help="tritonserver log [default: <repository>.tritonserver.log]."
 )
 @click.option("--ready-timeout", type=float, default=600, show_default=True, help="Seconds to wait for every model.")
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Restarts of tritonserver within 10 minutes when a model's stub process dies; then serve exits. 0: exit.",
+)
 @click.option("--direct", is_flag=True, help="s3:// only: Triton reads the bucket itself (no local engine files).")
 @click.option("--endpoint-url", help="s3:// only: an S3-compatible endpoint (MinIO, Ceph, ...).")
 @click.option("--profile", help="s3:// only: AWS profile.")
@@ -300,6 +307,7 @@ def serve(
     served_model_name,
     log_file,
     ready_timeout,
+    max_restarts,
     direct,
     endpoint_url,
     profile,
@@ -346,6 +354,7 @@ def serve(
             served_model_name=served_model_name,
             log_file=log_file,
             ready_timeout=ready_timeout,
+            max_restarts=max_restarts,
             direct=direct,
             s3_profile=profile,
             s3_region=region,
