@@ -75,7 +75,7 @@ def _outputs(response, names):
 
 
 FIRST_RESPONSE_WAITERS = 16  # half the Python backend's default thread pool (backend option thread-pool-size)
-WATCH_INTERVAL_S = 0.05  # how often waiting requests are checked for cancellation
+WATCH_INTERVAL_S = 0.1  # how often requests waiting on a response are checked for cancellation
 FINALIZE_WAIT_S = 5.0  # how long unloading waits for requests in flight to end after they were stopped
 
 
@@ -288,7 +288,8 @@ class TritonPythonModel:
 
     def _start_generation(self, job, inputs):
         """The generation request's response iterator, once its first response is in. Waits its turn for one of the
-        FIRST_RESPONSE_WAITERS places, checking its cancellation meanwhile; the watcher stops it while it waits."""
+        FIRST_RESPONSE_WAITERS places, checking its cancellation meanwhile; while it then waits for the first
+        response, the watcher stops it if it is cancelled."""
         while not self.first_response_slots.acquire(timeout=WATCH_INTERVAL_S):
             self._check(job)
         try:
