@@ -27,9 +27,11 @@ def processes_using(path: Path) -> list[str]:
 
 
 class Deployment:
-    def __init__(self, repository: Path, log: Path, *extra_args: str, env: dict | None = None):
+    def __init__(
+        self, repository: Path, log: Path, *extra_args: str, env: dict | None = None, ports: tuple[int, ...] = ()
+    ):
         self.repository = repository
-        self.http, self.grpc, self.metrics, self.openai = (free_port() for _ in range(4))
+        self.http, self.grpc, self.metrics, self.openai = ports or tuple(free_port() for _ in range(4))
         self.log = log
         command = [
             sys.executable, "-m", "tritonrepo.cli.main", "serve", str(repository),
@@ -40,6 +42,10 @@ class Deployment:
             command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
         self.started = time.monotonic()
+
+    @property
+    def ports(self) -> tuple[int, int, int, int]:
+        return self.http, self.grpc, self.metrics, self.openai
 
     @property
     def base_url(self) -> str:

@@ -235,6 +235,20 @@ def test_health_follows_generator_readiness(make_app, ready, status):
     assert run(get()).status_code == status
 
 
+def test_health_says_why_while_serve_reports_triton_broken(make_app):
+    generator = ScriptedGenerator(ready=True)
+    generator.unavailable = "the Python backend stub of model instance tensorrt_llm_0_0 (pid 7) died"
+    app, _ = make_app(generator)
+
+    async def get():
+        async with client_for(app) as client:
+            return await client.get("/health")
+
+    answer = run(get())
+    assert answer.status_code == 503
+    assert answer.json() == {"status": "unavailable", "reason": generator.unavailable}
+
+
 # --- streaming -----------------------------------------------------------------------------------------------------
 def sse_events(text: str) -> list[str]:
     assert text.endswith("data: [DONE]\n\n")

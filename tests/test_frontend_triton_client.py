@@ -135,3 +135,78 @@ def test_leaving_early_cancels_the_requests_call_only():
     used, new_spare = asyncio.run(leave_after_one_chunk())
     assert used.cancelled and used.written  # the request on the spare was cancelled at Triton
     assert new_spare is not used and not new_spare.cancelled
+
+
+class HangingStreamCall(FakeStreamCall):
+    """Test double of a grpc.aio stream call whose generation goes on until it is cancelled; reading a locally
+    cancelled call raises asyncio.CancelledError, as grpc.aio does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cancelled = asyncio.Event()
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        self._cancelled.set()
+        return True
+
+    async def __aiter__(self):
+        yield response([1], final=False)
+        await self._cancelled.wait()
+        raise asyncio.CancelledError
+
+
+def test_abort_all_fails_requests_in_flight_with_the_reason_and_refuses_new_ones_until_resume():
+    from tritonrepo.frontend.triton_client import GenerationError
+
+    stub = FakeStub()
+
+    async def scenario():
+        generator = Generator(stub)
+        stub.ModelStreamInfer = lambda: stub.calls.append(HangingStreamCall()) or stub.calls[-1]
+        chunks = generator.generate("tensorrt_llm", PARAMS)
+        first = await anext(chunks)
+        generator.abort_all("the stub of tensorrt_llm_0_0 died")
+        failures = []
+        try:
+            await anext(chunks)
+        except GenerationError as exc:
+            failures.append(exc)
+        try:
+            await anext(generator.generate("tensorrt_llm", PARAMS))
+        except GenerationError as exc:
+            failures.append(exc)
+        refused_calls = len(stub.calls)
+        generator.resume()
+        del stub.ModelStreamInfer  # back to calls that finish
+        after = await generate(generator)
+        return first, failures, refused_calls, after
+
+    first, failures, calls_before_resume, after = asyncio.run(scenario())
+    assert first.text_bytes == b"he"
+    assert [(f.status, f.message) for f in failures] == [
+        (503, "Triton is unavailable: the stub of tensorrt_llm_0_0 died")
+    ] * 2
+    assert stub.calls[0].cancelled and calls_before_resume == 1  # the refused request opened no call
+    assert after == b"hello"
+
+
+def test_a_caller_that_is_cancelled_is_not_mistaken_for_an_abort():
+    stub = FakeStub()
+
+    async def scenario():
+        generator = Generator(stub)
+        stub.ModelStreamInfer = lambda: stub.calls.append(HangingStreamCall()) or stub.calls[-1]
+
+        async def consume():
+            async for _ in generator.generate("tensorrt_llm", PARAMS):
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.wait({task})
+        return task, generator
+
+    task, generator = asyncio.run(scenario())
+    assert task.cancelled() and stub.calls[0].cancelled and generator.unavailable is None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import stat
+import subprocess
 import sys
 import sysconfig
 import threading
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tritonrepo.errors import PortInUseError, ServerNotFoundError, ServerStartError
-from tritonrepo.serving import tritonserver
+from tritonrepo.serving import shm, tritonserver
 from tritonrepo.serving.tritonserver import TritonServer, error_lines, find_tritonserver, port_is_free
 
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -235,6 +238,51 @@ def test_port_in_use_is_reported_with_the_flag_to_change(installation, tmp_path)
     assert port_is_free("127.0.0.1", port)
 
 
+# --- children die with their parent --------------------------------------------------------------------------------
+PARENT = """\
+import signal, subprocess, sys, time
+from tritonrepo.serving.tritonserver import die_with_parent
+armed = subprocess.Popen(die_with_parent(["sleep", "300"], signal.SIGKILL))
+plain = subprocess.Popen(["sleep", "300"])
+print(armed.pid, plain.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_child_started_with_die_with_parent_goes_when_its_parent_is_killed():
+    from tritonrepo.serving import procfs
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    armed, plain = map(int, parent.stdout.readline().split())
+    try:
+        deadline = time.monotonic() + 10
+        while procfs.command_line(armed) != ["sleep", "300"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert procfs.command_line(armed) == ["sleep", "300"]  # it became the command: same pid, no wrapper left
+        parent.kill()
+        parent.wait()
+        while procfs.start_time(armed) is not None and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+        assert procfs.start_time(armed) is None
+        assert procfs.start_time(plain) is not None  # without the signal a child outlives its parent
+    finally:
+        for pid in (armed, plain):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_die_with_parent_is_armed_only_from_the_main_thread():
+    from tritonrepo.serving.tritonserver import die_with_parent
+
+    # A thread that ends would fire the signal at once: started from one, the command runs as it is.
+    found: list = []
+    thread = threading.Thread(target=lambda: found.append(die_with_parent(["true"], signal.SIGKILL)))
+    thread.start()
+    thread.join()
+    assert found == [["true"]]
+    assert die_with_parent(["true"], signal.SIGKILL)[-1:] == ["true"] and len(die_with_parent(["true"], 9)) > 1
+
+
 # --- the real server -----------------------------------------------------------------------------------------------
 @pytest.mark.e2e
 def test_echo_model_becomes_ready_answers_and_leaves_nothing_behind(installation, tmp_path):
@@ -259,8 +307,11 @@ def test_echo_model_becomes_ready_answers_and_leaves_nothing_behind(installation
         assert any("triton_python_backend_stub" in argv for argv in running)  # so the check below can fail
         assert any(argv.startswith("/bin/sh -c sleep 300") for argv in running)
         assert any("--http-address=127.0.0.1" in argv for argv in running)
+        assert [stub.instance for stub in server.python_stubs()] == ["echo_0_0"]
+        assert shm.regions(server.shm_prefix)  # the stub's region, under this server's own prefix
     assert processes_mentioning(str(repository)) == []
     assert server.returncode == 0  # a graceful shutdown
+    assert not shm.regions(server.shm_prefix)
     server.stop()  # idempotent
 
 
@@ -312,7 +363,8 @@ def test_multi_gpu_engines_launch_one_rank_per_gpu_under_mpirun(tmp_path, monkey
     blocks = " ".join(command[2:]).split(" : ")
     assert len(blocks) == 4
     for rank, block in enumerate(blocks):
-        assert block.startswith("-n 1 ") and f"shm-region-prefix-name=prefix{rank}_" in block
+        # Each rank's Python backend regions under a prefix of its own, naming this process (see serving/shm.py).
+        assert block.startswith("-n 1 ") and f"shm-region-prefix-name={server.shm_prefix}{rank}_" in block
         assert "--http-port=8000" in block and "--disable-auto-complete-config" in block
         assert ("--load-model=tensorrt_llm" in block) == (rank > 0)  # only the leader loads the whole pipeline
 

@@ -27,7 +27,7 @@ def say(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    """A warning on stderr, printed even when progress output is off."""
+    """A warning on stderr, printed even when progress output is off: something the operator must hear about."""
     print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
 

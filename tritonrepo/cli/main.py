@@ -289,6 +289,13 @@ def relocate(repository: Path) -> None:
     "--log-file", type=click.Path(path_type=Path), help="tritonserver log [default: <repository>.tritonserver.log]."
 )
 @click.option("--ready-timeout", type=float, default=600, show_default=True, help="Seconds to wait for every model.")
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Restarts of tritonserver within 10 minutes when a model's stub process dies; then serve exits. 0: exit.",
+)
 @click.option("--direct", is_flag=True, help="s3:// only: Triton reads the bucket itself (no local engine files).")
 @click.option(
     "--trust-repository",
@@ -351,6 +358,7 @@ def serve(
     served_model_name,
     log_file,
     ready_timeout,
+    max_restarts,
     direct,
     trust_repository,
     endpoint_url,
@@ -401,6 +409,7 @@ def serve(
             served_model_name=served_model_name,
             log_file=log_file,
             ready_timeout=ready_timeout,
+            max_restarts=max_restarts,
             direct=direct,
             trust_repository=trust_repository,
             s3_profile=profile,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,7 +259,8 @@ def build_app(settings: FrontendSettings, generator: TextGenerator | None = None
     )
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.loop = asyncio.get_running_loop()  # FrontendThread reaches the generator through it
         yield
         serving.close()
         close = getattr(generator, "close", None)
@@ -312,17 +315,8 @@ def build_asgi(settings: FrontendSettings, generator: TextGenerator | None = Non
     return MetricsMiddleware(wrapped, app.state.metrics), app
 
 
-def run(
-    settings: FrontendSettings,
-    *,
-    should_exit: Callable[[], bool] | None = None,
-    on_listening: Callable[[], None] | None = None,
-) -> None:
-    """Serves until SIGTERM, SIGINT or `should_exit()` (polled twice a second), shuts down gracefully, returns.
-    `on_listening()` is called once the socket is bound and the app is up (e.g. to say where it is).
-
-    After SIGTERM it returns normally, so the process exits 0; after SIGINT uvicorn re-raises KeyboardInterrupt.
-    """
+def _uvicorn_server(settings: FrontendSettings) -> tuple[Any, FastAPI]:
+    """(the uvicorn Server, the FastAPI app it serves), not started."""
     import uvicorn
 
     asgi, app = build_asgi(settings)
@@ -335,14 +329,61 @@ def run(
     )
     server = uvicorn.Server(config)
     app.state.stopping = lambda: server.should_exit  # streams end early once uvicorn begins its shutdown
+    return server, app
+
+
+class FrontendThread:
+    """The front end served on a thread of its own, so that `tritonrepo serve`'s main thread is free to supervise
+    tritonserver (serving/supervisor.py). Signals stay with the main thread, which calls stop()."""
+
+    def __init__(self, settings: FrontendSettings) -> None:
+        self.server, self.app = _uvicorn_server(settings)  # built here: a bad repository or tokenizer raises here
+        self.settings = settings
+        self._thread = threading.Thread(target=self.server.run, name="openai-frontend", daemon=True)
+
+    def start(self, timeout: float = 60) -> None:
+        """Returns once the endpoint listens; ServerError when it cannot."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ServerError(f"the OpenAI front end did not start on {self.settings.host}:{self.settings.port}")
+            time.sleep(0.05)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def fail_requests(self, reason: str) -> None:
+        """Triton broke: requests in flight fail now with `reason` and /health says it, until triton_ready()."""
+        self._on_loop(self.app.state.generator, "abort_all", reason)
+
+    def triton_ready(self) -> None:
+        self._on_loop(self.app.state.generator, "resume")
+
+    def stop(self) -> None:
+        """Graceful: open streams end at their next event, then uvicorn closes (at most its grace period)."""
+        self.server.should_exit = True
+        self._thread.join(timeout=self.settings.graceful_shutdown_s + 10)
+
+    def _on_loop(self, target: Any, method: str, *args: Any) -> None:
+        loop = getattr(self.app.state, "loop", None)
+        if getattr(target, method, None) is None or loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing left to tell
+            loop.call_soon_threadsafe(getattr(target, method), *args)
+
+
+def run(settings: FrontendSettings, *, should_exit: Callable[[], bool] | None = None) -> None:
+    """Serves until SIGTERM, SIGINT or `should_exit()` (polled twice a second), shuts down gracefully, returns.
+
+    After SIGTERM it returns normally, so the process exits 0; after SIGINT uvicorn re-raises KeyboardInterrupt.
+    """
+    server, _ = _uvicorn_server(settings)
     finished = threading.Event()
     if should_exit is not None:
         threading.Thread(
             target=_watch, args=(server, should_exit, finished), daemon=True, name="frontend-should-exit"
-        ).start()
-    if on_listening is not None:
-        threading.Thread(
-            target=_announce, args=(server, on_listening, finished), daemon=True, name="frontend-listening"
         ).start()
     try:
         _serve(server)
@@ -355,14 +396,6 @@ def _watch(server: Any, should_exit: Callable[[], bool], finished: threading.Eve
     while not finished.wait(0.5):
         if should_exit():
             server.should_exit = True
-            return
-
-
-def _announce(server: Any, on_listening: Callable[[], None], finished: threading.Event) -> None:
-    # uvicorn sets `started` after its startup: the socket is bound and the lifespan has begun.
-    while not finished.wait(0.05):
-        if server.started:
-            on_listening()
             return
 
 

@@ -89,7 +89,11 @@ def _serving(request: Request) -> OpenAIServing:
 # --- routes --------------------------------------------------------------------------------------------------------
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    if await request.app.state.generator.is_ready():
+    generator = request.app.state.generator
+    reason = getattr(generator, "unavailable", None)  # serve's supervisor says why, e.g. a dead model stub
+    if reason is not None:
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+    if await generator.is_ready():
         return JSONResponse({"status": "ok"})
     return JSONResponse({"status": "unavailable"}, status_code=503)
 

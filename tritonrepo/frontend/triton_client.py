@@ -59,6 +59,21 @@ class TextGenerator(Protocol):
 
     async def is_ready(self) -> bool: ...
 
+    def abort_all(self, reason: str) -> None:
+        """The deployment broke: every request in flight fails at once with `reason` (503, not a hang), and new ones
+        are refused with it until resume(). Runs on the event loop's thread."""
+        self.unavailable = reason
+        for call in self._open:
+            self._aborted[call] = reason
+            call.cancel()
+        if self._spare is not None:  # opened to the server that broke
+            self._spare.cancel()
+            self._spare = None
+
+    def resume(self) -> None:
+        """Triton serves again (every model ready after a restart)."""
+        self.unavailable = None
+
     async def model_inputs(self, model: str) -> set[str]: ...
 
 
@@ -348,6 +363,10 @@ class TritonGrpcGenerator:
         self._spare: Any = None  # a stream call opened ahead of the next request
         self._models: dict[str, EntryModel] = {}
         self._stopping: set[asyncio.Future] = set()
+        self._open: set[Any] = set()  # the stream calls of requests in flight
+        self._aborted: dict[Any, str] = {}  # call -> why abort_all() failed it
+        # Why Triton cannot serve now (a stub died, tritonserver is restarting: serving/supervisor.py), else None.
+        self.unavailable: str | None = None
 
     def _grpc(self) -> Any:
         # Created on first use: a grpc.aio channel belongs to the event loop that is running when it is made.
@@ -448,6 +467,21 @@ class TritonGrpcGenerator:
         except Exception as exc:
             log.warning("could not stop request %s on %s: %s", request_id, model, exc)
 
+    def abort_all(self, reason: str) -> None:
+        """The deployment broke: every request in flight fails at once with `reason` (503, not a hang), and new ones
+        are refused with it until resume(). Runs on the event loop's thread."""
+        self.unavailable = reason
+        for call in self._open:
+            self._aborted[call] = reason
+            call.cancel()
+        if self._spare is not None:  # opened to the server that broke
+            self._spare.cancel()
+            self._spare = None
+
+    def resume(self) -> None:
+        """Triton serves again (every model ready after a restart)."""
+        self.unavailable = None
+
     async def model_inputs(self, model: str) -> set[str]:
         return set((await self._entry_model(model)).input_types)
 
@@ -468,6 +502,8 @@ class TritonGrpcGenerator:
             return False
 
     async def generate(self, model: str, request: GenerationParams) -> AsyncIterator[GeneratedChunk]:
+        if self.unavailable is not None:
+            raise GenerationError(503, f"Triton is unavailable: {self.unavailable}")
         entry = await self._entry_model(model)
         request_id = uuid.uuid4().hex
         call = None
@@ -475,6 +511,10 @@ class TritonGrpcGenerator:
         sent = b""
         try:
             call = await self._start(model, request_id, build_inputs(entry, request))
+            self._open.add(call)
+            if self.unavailable is not None:  # aborted while this request was being sent
+                self._aborted[call] = self.unavailable
+                call.cancel()
             async for response in call:
                 if response.error_message:
                     raise GenerationError(status_for(None, response.error_message), response.error_message)
@@ -489,10 +529,18 @@ class TritonGrpcGenerator:
             finished = True
         except GenerationError:
             raise
+        except asyncio.CancelledError:
+            reason = self._aborted.get(call)
+            current = asyncio.current_task()
+            if reason is None or (current is not None and current.cancelling()):
+                raise  # the caller was cancelled (client gone): not an abort
+            raise GenerationError(503, f"Triton is unavailable: {reason}") from None
         except Exception as exc:
             raise translate_error(exc, model) from exc
         finally:
-            if not finished and call is not None:
+            self._open.discard(call)
+            aborted = self._aborted.pop(call, None) is not None
+            if not finished and call is not None and not aborted:
                 # The caller stopped early (client gone, stop string, error): cancelling the gRPC call makes
                 # Triton cancel the request, so the engine frees its slot instead of generating to max_tokens.
                 call.cancel()

@@ -7,13 +7,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tritonrepo import progress
 from tritonrepo.errors import PortInUseError, ServerError, ValidationError
 from tritonrepo.frontend.policy import FrontendPolicy
 from tritonrepo.pytorch_path.triton_repo import find_llmapi_model
 from tritonrepo.repository.manifest import MANIFEST, read_manifest
+from tritonrepo.serving.supervisor import RestartPolicy, Supervisor
 from tritonrepo.serving.tritonserver import TritonServer, check_stub_environment, find_tritonserver, port_is_free
+
+if TYPE_CHECKING:
+    from tritonrepo.frontend.app import FrontendThread
 
 DEFAULT_BUILD_ROOT = Path("build")
 
@@ -36,6 +41,7 @@ class ServeOptions:
     s3_region: str | None = None
     s3_endpoint_url: str | None = None
     frontend: FrontendPolicy = FrontendPolicy()
+    max_restarts: int = RestartPolicy.max_restarts  # of tritonserver after a model's stub died, within 10 minutes
 
 
 def default_repository(build_root: Path = DEFAULT_BUILD_ROOT) -> Path:
@@ -72,47 +78,54 @@ def serve_repository(options: ServeOptions) -> None:
     check_stub_environment(installation)
     log_path = options.log_file or repository.with_name(repository.name + ".tritonserver.log")
     _stop_on_sigterm()
-    server = TritonServer(
-        installation,
-        triton_repository,
-        log_path=log_path,
-        http_port=options.http_port,
-        grpc_port=options.grpc_port,
-        metrics_port=options.metrics_port,
-        host=options.host,
-        world_size=world_size,
-        llmapi=llmapi is not None,
+
+    def make_server() -> TritonServer:  # a fresh one for each (re)start
+        return TritonServer(
+            installation,
+            triton_repository,
+            log_path=log_path,
+            http_port=options.http_port,
+            grpc_port=options.grpc_port,
+            metrics_port=options.metrics_port,
+            host=options.host,
+            world_size=world_size,
+            llmapi=llmapi is not None,
+        )
+
+    supervisor = Supervisor(
+        make_server,
+        ready_timeout=options.ready_timeout,
+        policy=RestartPolicy(max_restarts=options.max_restarts),
+        on_states=_show_states,
     )
     progress.say(f"    {launch_summary(world_size, llmapi.name if llmapi else None)}")
-    started = time.monotonic()
     progress.say(f"==> Starting tritonserver ({installation.source}: {installation.binary})")
     try:
-        _serve_until_stopped(options, repository, server, started, llmapi.name if llmapi else "ensemble")
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM before the front end took over: a normal way to stop
+        _serve_until_stopped(options, repository, supervisor, llmapi.name if llmapi else "ensemble")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal ways to stop
         pass
     progress.say("Stopped.")
 
 
-def _serve_until_stopped(
-    options: ServeOptions, repository: Path, server: TritonServer, started: float, default_name: str
-) -> None:
-    states: dict[str, str] = {}
-
-    def show(current: dict[str, str]) -> None:
-        states.update(current)
-        _show_states(current)
-
-    with server:
-        server.wait_ready(timeout=options.ready_timeout, on_progress=show)
-        if not states:  # Triton is ready with nothing loaded: there is nothing to serve
-            raise ServerError(f"tritonserver loaded no model from {server.repository}", hint=f"See {server.log_path}.")
-        progress.say(f"    every model is ready ({len(states)}) after {time.monotonic() - started:.1f}s")
+def _serve_until_stopped(options: ServeOptions, repository: Path, supervisor: Supervisor, default_name: str) -> None:
+    """Everything on this (the main) thread but the front end: tritonserver is started, watched and restarted here,
+    so its parent-death signal stays armed (see tritonserver.die_with_parent)."""
+    started = time.monotonic()
+    with supervisor:
+        server = supervisor.start()
+        progress.say(f"    every model is ready after {time.monotonic() - started:.1f}s")
         progress.say(f"Triton: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics :{options.metrics_port}")
-        if options.openai_port:
-            _run_frontend(options, repository, server, default_name)
-        else:
+        if not options.openai_port:
             progress.say("Press Ctrl-C to stop.")
-            _wait_while_running(server)
+            supervisor.watch()
+            return
+        frontend = _start_frontend(options, repository, server, default_name)
+        supervisor.on_fault, supervisor.on_recovered = frontend.fail_requests, frontend.triton_ready
+        try:
+            supervisor.watch(keep_going=lambda: frontend.alive)
+        finally:
+            frontend.stop()  # before tritonserver: open streams end with an event, not a broken connection
+        raise ServerError("the OpenAI front end stopped unexpectedly", hint="Its error is printed above.")
 
 
 def check_before_serving(repository: Path, *, trust: bool) -> None:
@@ -226,8 +239,8 @@ def _check_llmapi_gpus(name: str, world_size: int) -> None:
         )
 
 
-def _run_frontend(options: ServeOptions, repository: Path, server: TritonServer, default_name: str) -> None:
-    from tritonrepo.frontend.app import FrontendSettings, run
+def _start_frontend(options: ServeOptions, repository: Path, server: TritonServer, default_name: str) -> FrontendThread:
+    from tritonrepo.frontend.app import FrontendSettings, FrontendThread
 
     settings = FrontendSettings(
         repository=repository,
@@ -243,25 +256,16 @@ def _run_frontend(options: ServeOptions, repository: Path, server: TritonServer,
     notes = [f"model {name!r}", "API key required" if policy.api_keys else "no API key"]
     if reasoning := policy.resolved_reasoning_parser(manifest):
         notes.append(f"reasoning parser {reasoning}")
-    endpoint = f"OpenAI endpoint: http://{options.host}:{options.openai_port}/v1  ({', '.join(notes)})."
-    # Said once the front end listens: its tokenizer or its port can still fail before that.
-    run(
-        settings,
-        should_exit=lambda: server.returncode is not None,
-        on_listening=lambda: progress.say(f"{endpoint}  Ctrl-C stops both."),
+    frontend = FrontendThread(settings)
+    frontend.start()
+    progress.say(
+        f"OpenAI endpoint: http://{options.host}:{options.openai_port}/v1  ({', '.join(notes)}).  Ctrl-C stops both."
     )
-    if server.returncode is not None:
-        raise ServerError(f"tritonserver exited with code {server.returncode}", hint=f"See {server.log_path}.")
+    return frontend
 
 
 def _show_states(states: dict[str, str]) -> None:
     progress.say("    " + ", ".join(f"{name}: {state}" for name, state in sorted(states.items())))
-
-
-def _wait_while_running(server: TritonServer) -> None:
-    while server.returncode is None:
-        time.sleep(0.5)
-    raise ServerError(f"tritonserver exited with code {server.returncode}", hint=f"See {server.log_path}.")
 
 
 def _stop_on_sigterm() -> None:

@@ -42,14 +42,15 @@ def find_llmapi_launcher() -> str:
 
 
 def leader_mode_command(
-    mpirun: str, rank_command: list[str], world_size: int, generation_model: str = "tensorrt_llm"
+    mpirun: str, rank_command: list[str], world_size: int, shm_prefix: str, generation_model: str = "tensorrt_llm"
 ) -> list[str]:
-    """mpirun with one `-n 1 tritonserver ...` block per rank, blocks separated by ':'."""
+    """mpirun with one `-n 1 tritonserver ...` block per rank, blocks separated by ':'; each rank's Python backend
+    regions are named `<shm_prefix><rank>_...`."""
     command = [mpirun, "--allow-run-as-root"]
     for rank in range(world_size):
         if rank:
             command.append(":")
-        command += ["-n", "1", *rank_command, f"--backend-config=python,shm-region-prefix-name=prefix{rank}_"]
+        command += ["-n", "1", *rank_command, f"--backend-config=python,shm-region-prefix-name={shm_prefix}{rank}_"]
         if rank:
             command += ["--model-control-mode=explicit", f"--load-model={generation_model}"]
     return command

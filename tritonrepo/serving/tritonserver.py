@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from tritonrepo import progress
 from tritonrepo.errors import PortInUseError, ServerNotFoundError, ServerStartError
+from tritonrepo.serving import procfs, shm
 
 ENV_VAR = "TRITONREPO_TRITONSERVER"
 NGC_BINARY = Path("/opt/tritonserver/bin/tritonserver")
@@ -183,6 +185,22 @@ def error_lines(log_text: str, limit: int = 20) -> list[str]:
     return (severe + other)[:limit]
 
 
+@dataclasses.dataclass(frozen=True)
+class StubProcess:
+    """A Python backend stub: the process that runs one instance of a Python model for tritonserver."""
+
+    pid: int
+    start_time: int
+    instance: str  # the model instance it runs, e.g. "tensorrt_llm_0_0"
+
+    def alive(self) -> bool:
+        return procfs.start_time(self.pid) == self.start_time
+
+
+_STUB = "triton_python_backend_stub"
+_STUB_INSTANCE_ARG = 8  # stub argv: model.py, region, sizes, parent pid, lib dir, IPC handle, instance name, ...
+
+
 class TritonServer:
     """A tritonserver process: `with TritonServer(...) as server: server.wait_ready()`; always stopped on exit."""
 
@@ -199,6 +217,7 @@ class TritonServer:
         host: str = "127.0.0.1",
         world_size: int = 1,
         llmapi: bool = False,
+        shm_prefix: str | None = None,
     ) -> None:
         self.installation = installation
         self.world_size = world_size  # > 1: one rank per GPU under mpirun, see serving/mpi.py
@@ -208,6 +227,8 @@ class TritonServer:
         self.ports = {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port}
         self.extra_args = list(extra_args)
         self.host = host
+        # The Python backend's /dev/shm regions are named after it: removed after a kill, see serving/shm.py.
+        self.shm_prefix = shm_prefix or shm.new_prefix()
         self._process: subprocess.Popen[bytes] | None = None
         self._stopped = False
         self._log_start = self._log_scanned = 0  # the log is appended to: read only this run's part of it
@@ -232,6 +253,20 @@ class TritonServer:
         """host:port, the form tritonclient.grpc expects (no scheme)."""
         return f"{self._client_host()}:{self.ports['--grpc-port']}"
 
+    def python_stubs(self) -> list[StubProcess]:
+        """The Python backend stubs tritonserver runs now (its session: it was started in a new one)."""
+        if self._process is None:
+            return []
+        stubs = []
+        for info in procfs.processes():
+            if info.session != self._process.pid or not info.alive:
+                continue
+            argv = procfs.command_line(info.pid)
+            if argv and os.path.basename(argv[0]) == _STUB:
+                instance = argv[_STUB_INSTANCE_ARG] if len(argv) > _STUB_INSTANCE_ARG else argv[-1]
+                stubs.append(StubProcess(info.pid, info.start_time, instance))
+        return stubs
+
     def _client_host(self) -> str:
         """Where a local client reaches the server: loopback for a wildcard address, brackets around IPv6."""
         host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
@@ -252,9 +287,10 @@ class TritonServer:
             args += ["--disable-auto-complete-config"]
             if self.llmapi:
                 mpirun = mpi.find_mpirun("serving an llmapi model on several GPUs")
+                args.append(_shm_prefix_arg(self.shm_prefix))
                 return mpi.llmapi_launch_command(mpirun, mpi.find_llmapi_launcher(), args, self.world_size)
-            return mpi.leader_mode_command(mpi.find_mpirun(), args, self.world_size)
-        return args
+            return mpi.leader_mode_command(mpi.find_mpirun(), args, self.world_size, self.shm_prefix)
+        return [*args, _shm_prefix_arg(self.shm_prefix)]
 
     def start(self) -> None:
         if self._process is not None:
@@ -266,17 +302,19 @@ class TritonServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_start = self._log_scanned = self.log_path.stat().st_size if self.log_path.exists() else 0
             with open(self.log_path, "ab") as log:
-                # Its own process group, so stop() reaches the Python backend stubs it forks as well.
+                # If serve dies: mpirun passes SIGTERM on to its ranks; a plain tritonserver is killed outright, so
+                # its ports are free at once (its stubs follow it, and the next serve removes its /dev/shm regions).
+                signum = signal.SIGTERM if self.world_size > 1 else signal.SIGKILL
                 self._process = subprocess.Popen(
-                    self.command(),
+                    die_with_parent(self.command(), signum),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env={**os.environ, **self.installation.env},
-                    # The tensorrtllm backend opens gpt_model_path relative to its working directory; our configs
-                    # keep paths relative to the repository root, so a local repository is served from its root.
+                    # Our repositories need no particular working directory (gpt_model_path is absolute), but a
+                    # repository made elsewhere may give relative paths that its authors resolved from its root.
                     cwd=self.repository if os.path.isdir(self.repository) else None,
-                    start_new_session=True,
+                    start_new_session=True,  # its own process group: stop() reaches the stubs it forks as well
                 )
         except OSError as error:
             raise ServerStartError(f"Cannot start {self.installation.binary}: {error}.") from error
@@ -310,7 +348,11 @@ class TritonServer:
             reasons = [f"{e['name']}: {e.get('reason') or 'UNAVAILABLE'}" for e in broken]
             self._fail(f"Model(s) failed to load: {', '.join(e['name'] for e in broken)}.", reasons)
         ready = all(entry.get("state") == "READY" for entry in index)
-        return ready and self._request("GET", "/v2/health/ready") is not None
+        if not ready or self._request("GET", "/v2/health/ready") is None:
+            return False
+        if not index:  # ready with nothing loaded (HTTP answers only once loading is done): nothing to serve
+            self._fail(f"tritonserver loaded no model from {self.repository}.")
+        return True
 
     def _log_states(self) -> dict[str, str]:
         """Model states from the log lines written since the last call (whole lines), added to those seen before."""
@@ -358,6 +400,8 @@ class TritonServer:
             _signal_group(group, signal.SIGKILL)
         self._process.wait()
         self._stopped = True
+        # A graceful exit removed them already; after a SIGKILL they are left, and nothing of the server uses them.
+        shm.remove_regions(self.shm_prefix)
 
     def __enter__(self) -> TritonServer:
         self.start()
@@ -365,6 +409,33 @@ class TritonServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _shm_prefix_arg(prefix: str) -> str:
+    return f"--backend-config=python,shm-region-prefix-name={prefix}"
+
+
+def die_with_parent(command: list[str], signum: int) -> list[str]:
+    """`command`, started so that it gets `signum` when this process dies, even by SIGKILL (Linux
+    PR_SET_PDEATHSIG): a killed `tritonrepo serve` leaves no tritonserver holding its ports.
+
+    A small Python program arms the signal and then becomes `command` (exec keeps it). That is safer than a Popen
+    preexec_fn, which runs Python between fork and exec while other threads (the front end's) may hold locks.
+    The signal fires when the *thread* that started the child exits, so it is armed only from the main thread, which
+    lives as long as the process; elsewhere, and off Linux, `command` is returned as it is."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return command
+    return [sys.executable, "-I", "-S", "-c", _ARM_AND_EXEC, str(os.getpid()), str(int(signum)), *command]
+
+
+_ARM_AND_EXEC = """\
+import ctypes, os, sys
+parent, signum = int(sys.argv[1]), int(sys.argv[2])
+ctypes.CDLL(None, use_errno=True).prctl(1, signum, 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != parent:  # the parent died before the signal was armed
+    os.kill(os.getpid(), signum)
+os.execvp(sys.argv[3], sys.argv[3:])
+"""
 
 
 def _read_from(path: Path, offset: int) -> bytes:
@@ -384,14 +455,7 @@ def _signal_group(group: int, signum: int) -> None:
 def _group_alive(group: int) -> bool:
     """Whether a live process remains in the group. Zombies do not count: stubs reparented to a PID 1 that never
     reaps (a container whose entry point is this program) would otherwise look alive forever."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, IndexError, ValueError):
-            continue  # the process exited while we looked
-        if int(pgrp) == group and state != "Z":
-            return True
-    return False
+    return any(info.group == group and info.alive for info in procfs.processes())
 
 
 def check_stub_environment(installation: TritonInstallation) -> None:

@@ -3,12 +3,23 @@
 postprocessing returns the raw bytes of each chunk's tokens; this model decodes them incrementally, so a character
 split across two tokens is sent whole in one delta and every delta is valid UTF-8. With accumulate_tokens it sends
 the whole text so far instead of deltas. Each request runs on a worker thread, so many are in flight at once.
+
+Cancellation (a client that leaves) is passed on to the generation model as a `stop` request under the inner
+request's id, TensorRT-LLM's mechanism. Two limits of the Python backend (Triton 2.51) shape how:
+- A BLS call waits for its first response on one of a fixed pool of server threads per model instance (32 by
+  default), and this model's other BLS calls (postprocessing, stop requests) and its responses to clients need the
+  same pool. Generation requests queued behind a full engine would hold every thread, so nothing could be stopped
+  or detokenized until the engine drained. At most FIRST_RESPONSE_WAITERS of them wait at once here.
+- A request can only check its cancellation between the generation model's responses, and a non-streamed
+  generation has just one. A watcher thread checks the requests waiting on a response and stops those cancelled.
 """
 
 import codecs
 import json
+import queue
+import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -63,35 +74,175 @@ def _outputs(response, names):
     return {name: pb_utils.get_output_tensor_by_name(response, name) for name in names}
 
 
+FIRST_RESPONSE_WAITERS = 16  # half the Python backend's default thread pool (backend option thread-pool-size)
+WATCH_INTERVAL_S = 0.1  # how often requests waiting on a response are checked for cancellation
+FINALIZE_WAIT_S = 5.0  # how long unloading waits for requests in flight to end after they were stopped
+
+
+class _Cancelled(Exception):
+    """The client left (the request ends without a result), or the model is unloading (it ends with an error)."""
+
+    def __init__(self, unloading=False):
+        super().__init__("the model is unloading" if unloading else "request cancelled")
+        self.unloading = unloading
+
+
+class _Job:
+    """One request in flight, as the cancellation watcher and finalize() see it."""
+
+    def __init__(self, request, sender):
+        self.request, self.sender = request, sender
+        self.inner_id = f"bls-{uuid.uuid4().hex}"
+        self.waiting = False  # blocked where it cannot check its own cancellation: the watcher does it
+        self.submitted = False  # the generation request was sent: a stop can reach it
+        self.stops_sent = 0
+        self._lock = threading.Lock()
+        self._finished = False
+
+    def cancelled(self):
+        return self.sender.is_cancelled() if self.sender is not None else self.request.is_cancelled()
+
+    def cancelled_unless_finished(self):
+        """For the watcher: once the final response is out the response sender is gone, and asking it is unsafe."""
+        with self._lock:
+            return not self._finished and self.cancelled()
+
+    def finish(self):
+        """Called before the final response is sent."""
+        with self._lock:
+            self._finished = True
+
+    def claim_stop(self, again):
+        """Whether the caller should send a stop now: once (the worker and the watcher may both notice), or again."""
+        with self._lock:
+            if not self.submitted or (self.stops_sent and not again):
+                return False
+            self.stops_sent += 1
+            return True
+
+
+class _Workers:
+    """Daemon worker threads. ThreadPoolExecutor's threads are joined when the stub's interpreter exits, so one stuck
+    in a BLS call whose answer never comes (its model already unloaded) would keep this model from unloading."""
+
+    def __init__(self, count):
+        self._tasks = queue.SimpleQueue()
+        for index in range(count):
+            threading.Thread(target=self._run, name=f"bls-worker-{index}", daemon=True).start()
+
+    def submit(self, function, *args):
+        future = Future()
+        self._tasks.put((future, function, args))
+        return future
+
+    def _run(self):
+        while True:
+            future, function, args = self._tasks.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(*args))
+            except BaseException as error:  # handed to the caller, as ThreadPoolExecutor does
+                future.set_exception(error)
+
+
+class _Counters:
+    """How BLS requests ended, on Triton's metrics port, next to the generation model's own counters."""
+
+    def __init__(self):
+        family = pb_utils.MetricFamily(
+            name="tritonrepo_bls_requests_total",
+            description="Requests tensorrt_llm_bls finished, by outcome (completed, cancelled, error)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.outcomes = {name: family.Metric(labels={"outcome": name}) for name in ("completed", "cancelled", "error")}
+        self._family = family  # metrics live only as long as their family
+        # A Metric is not thread-safe: two increments at once overwrite each other's message to tritonserver,
+        # which then reads freed shared memory and crashes (seen with Triton 2.51).
+        self._lock = threading.Lock()
+
+    def ended(self, outcome):
+        with self._lock:
+            self.outcomes[outcome].increment(1)
+
+
+class _NoCounters:
+    def ended(self, outcome):
+        pass
+
+
 class TritonPythonModel:
     def initialize(self, args):
         params = parameters(args)
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(json.loads(args["model_config"]))
         self.generation_model = params.get("tensorrt_llm_model_name") or "tensorrt_llm"
         self.accumulate = flag(params.get("accumulate_tokens", "false"))
-        self.pool = ThreadPoolExecutor(max_workers=int(params.get("max_requests_in_flight", "64") or 64))
+        self.workers = _Workers(int(params.get("max_requests_in_flight", "64") or 64))
+        self.first_response_slots = threading.BoundedSemaphore(FIRST_RESPONSE_WAITERS)
+        self.jobs = {}  # inner id -> _Job
+        self.jobs_changed = threading.Condition()
+        self.closing = threading.Event()
+        try:
+            self.counters = _Counters()
+        except Exception as error:  # metrics switched off in tritonserver
+            pb_utils.Logger.log_warn(f"tensorrt_llm_bls: no request counters ({error})")
+            self.counters = _NoCounters()
+        threading.Thread(target=self._watch, name="bls-cancellation-watcher", daemon=True).start()
 
     def finalize(self):
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Unloading: stop what is still generating, so the generation model frees it and the unload is prompt."""
+        self.closing.set()
+        with self.jobs_changed:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            self._stop(job)
+        with self.jobs_changed:
+            self.jobs_changed.wait_for(lambda: not self.jobs, timeout=FINALIZE_WAIT_S)
+            left = len(self.jobs)
+        if left:
+            pb_utils.Logger.log_warn(f"tensorrt_llm_bls: {left} request(s) still in flight at unload")
 
     def execute(self, requests):
         if self.decoupled:
             for request in requests:
-                self.pool.submit(self._serve, request, request.get_response_sender())
+                self.workers.submit(self._serve, request, request.get_response_sender())
             return None
-        futures = [self.pool.submit(self._serve, request, None) for request in requests]
+        futures = [self.workers.submit(self._serve, request, None) for request in requests]
         return [future.result() for future in futures]
 
     def _serve(self, request, sender):
         """Run one request; in decoupled mode send its responses, otherwise return the single response."""
+        job = _Job(request, sender)
+        with self.jobs_changed:
+            self.jobs[job.inner_id] = job
+        outcome = "error"
         try:
-            return self._generate(request, sender)
+            response = self._generate(job)
+            outcome = "completed"
+            return response
+        except _Cancelled as cancelled:
+            outcome = "cancelled"
+            return self._final(job, error_response(f"tensorrt_llm_bls: {cancelled}"), empty=not cancelled.unloading)
         except Exception as error:  # report to this client only; the model keeps serving
-            response = error_response(f"tensorrt_llm_bls: {error}")
-            if sender is None:
-                return response
+            return self._final(job, error_response(f"tensorrt_llm_bls: {error}"))
+        finally:
+            with self.jobs_changed:
+                del self.jobs[job.inner_id]
+                self.jobs_changed.notify_all()
+            self.counters.ended(outcome)
+
+    @staticmethod
+    def _final(job, response, empty=False):
+        """The last response: returned (non-decoupled) or sent; `empty`: the stream just ends (its client left)."""
+        job.finish()
+        sender = job.sender
+        if sender is None:
+            return response
+        if empty:
+            sender.send(flags=FINAL)
+        else:
             sender.send(response, flags=FINAL)
-            return None
+        return None
 
     def _call(self, model, inputs, outputs, decoupled=False, request_id=""):
         request = pb_utils.InferenceRequest(
@@ -129,25 +280,52 @@ class TritonPythonModel:
             out["OUT_OUTPUT_LOG_PROBS"].as_numpy(),
         )
 
-    def _generate(self, request, sender):
+    def _check(self, job):
+        if self.closing.is_set():
+            raise _Cancelled(unloading=True)
+        if job.cancelled():
+            raise _Cancelled
+
+    def _start_generation(self, job, inputs):
+        """The generation request's response iterator, once its first response is in. Waits its turn for one of the
+        FIRST_RESPONSE_WAITERS places, checking its cancellation meanwhile; while it then waits for the first
+        response, the watcher stops it if it is cancelled."""
+        while not self.first_response_slots.acquire(timeout=WATCH_INTERVAL_S):
+            self._check(job)
+        try:
+            self._check(job)  # cancelled before anything was generated: the generation model never sees it
+            job.waiting = job.submitted = True
+            responses = self._call(
+                self.generation_model,
+                inputs,
+                ["output_ids", "sequence_length", "cum_log_probs", "output_log_probs"],
+                decoupled=True,
+                request_id=job.inner_id,
+            )
+        finally:
+            self.first_response_slots.release()
+        return responses
+
+    def _generate(self, job):
+        request, sender = job.request, job.sender
+        self._check(job)  # it may have waited for a worker
         streaming = self.decoupled and input_scalar(request, "stream", False, bool)
         inputs = self._tokenize(request) + _forward(request, _GENERATION_INPUTS)
         inputs.append(pb_utils.Tensor("streaming", np.array([[streaming]], dtype=bool)))
-        inner_id = f"bls-{uuid.uuid4().hex}"
-        responses = self._call(
-            self.generation_model,
-            inputs,
-            ["output_ids", "sequence_length", "cum_log_probs", "output_log_probs"],
-            decoupled=True,
-            request_id=inner_id,
-        )
+        responses = self._start_generation(job, inputs)
+        job.waiting = not streaming  # streamed: checked at every response below; else the single one is the last
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text, tokens, cum, per_token = "", 0, np.zeros((1, 1), np.float32), []
-        for generation_response in responses:
-            if sender is not None and sender.is_cancelled():
-                self._cancel(inner_id)
-                sender.send(flags=FINAL)
-                return None
+        for index, generation_response in enumerate(responses):
+            if job.stops_sent:  # wait for the generation model to end the request, then report it cancelled
+                if index == 0 and streaming and generation_response.output_tensors():
+                    # Stopped while waiting, perhaps before the model knew the request id (TensorRT-LLM then
+                    # ignores the stop), and still generating: say it again.
+                    self._stop(job, again=True)
+                continue
+            if streaming and job.cancelled():
+                self._stop(job)
+                continue
             if generation_response.has_error():
                 raise RuntimeError(generation_response.error().message())
             if not generation_response.output_tensors():  # an empty final response
@@ -158,29 +336,40 @@ class TritonPythonModel:
             per_token.append(log_probs.reshape(-1))
             if streaming and (delta or count):
                 sender.send(self._response(text if self.accumulate else delta, count, cum, log_probs))
+        if job.stops_sent:
+            self._check(job)
+            raise _Cancelled(unloading=True)  # stopped by finalize() before the client's cancellation was seen
         tail = decoder.decode(b"", final=True)
         text += tail
         if streaming:
-            sender.send(
-                self._response(text if self.accumulate else tail, 0, cum, np.zeros((1, 1, 0), np.float32)), flags=FINAL
-            )
-            return None
+            last = self._response(text if self.accumulate else tail, 0, cum, np.zeros((1, 1, 0), np.float32))
+            return self._final(job, last)
         merged = np.concatenate(per_token).reshape(1, 1, -1) if per_token else np.zeros((1, 1, 0), np.float32)
-        response = self._response(text, tokens, cum, merged)
-        if sender is None:
-            return response
-        sender.send(response, flags=FINAL)
-        return None
+        return self._final(job, self._response(text, tokens, cum, merged))
 
-    def _cancel(self, inner_id):
+    def _watch(self):
+        """Stops the cancelled requests that cannot notice it themselves (see the module docstring)."""
+        while not self.closing.wait(WATCH_INTERVAL_S):
+            with self.jobs_changed:
+                waiting = [job for job in self.jobs.values() if job.waiting and job.submitted and not job.stops_sent]
+            for job in waiting:
+                try:
+                    if job.cancelled_unless_finished():
+                        self._stop(job)
+                except Exception as error:  # the watcher must outlive any one request's failure
+                    pb_utils.Logger.log_warn(f"tensorrt_llm_bls: cancelling {job.inner_id} failed: {error}")
+
+    def _stop(self, job, again=False):
         """Ask the generation model to stop the request (TensorRT-LLM's `stop` input, keyed by request id)."""
+        if not job.claim_stop(again):
+            return
         stop = [
             pb_utils.Tensor("input_ids", np.zeros((1, 1), np.int32)),
             pb_utils.Tensor("input_lengths", np.ones((1, 1), np.int32)),
             pb_utils.Tensor("request_output_len", np.ones((1, 1), np.int32)),
             pb_utils.Tensor("stop", np.array([[True]])),
         ]
-        for _ in self._call(self.generation_model, stop, ["output_ids"], decoupled=True, request_id=inner_id):
+        for _ in self._call(self.generation_model, stop, ["output_ids"], decoupled=True, request_id=job.inner_id):
             pass
 
     @staticmethod
