@@ -23,10 +23,15 @@ PROMPT = "The café in 東京 serves"
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     from tritonrepo.build import BuildRequest, build
+    from tritonrepo.repository.manifest import file_entry, read_manifest, write_manifest
 
     root = tmp_path_factory.mktemp("upstream-ensemble")
     repository = build(BuildRequest(model="tiny-llama", output=root / "tiny-llama")).path
     (repository / "ensemble" / "config.pbtxt").write_text(ensemble_v017_config(8))
+    # Swapped in by hand: record it as the build records its files (that a changed file is refused is tested apart).
+    manifest = read_manifest(repository)
+    manifest["files"]["ensemble/config.pbtxt"] = file_entry(repository, "ensemble/config.pbtxt")
+    write_manifest(repository, manifest)
     deployment = Deployment(repository, root / "serve.log")
     deployment.wait_healthy()
     yield deployment

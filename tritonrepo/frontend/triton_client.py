@@ -62,17 +62,11 @@ class TextGenerator(Protocol):
     def abort_all(self, reason: str) -> None:
         """The deployment broke: every request in flight fails at once with `reason` (503, not a hang), and new ones
         are refused with it until resume(). Runs on the event loop's thread."""
-        self.unavailable = reason
-        for call in self._open:
-            self._aborted[call] = reason
-            call.cancel()
-        if self._spare is not None:  # opened to the server that broke
-            self._spare.cancel()
-            self._spare = None
+        ...
 
     def resume(self) -> None:
         """Triton serves again (every model ready after a restart)."""
-        self.unavailable = None
+        ...
 
     async def model_inputs(self, model: str) -> set[str]: ...
 
