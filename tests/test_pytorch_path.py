@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -375,6 +377,37 @@ def test_serve_runs_a_single_node_trtllm_serve_deployment_and_refuses_multi_node
     multi = build(BuildRequest(model="DeepSeek-R1", output=tmp_path / "two", gpu="H100 x16", offline=True)).path
     refused = subprocess.run([tritonrepo, "serve", str(multi)], env=env, capture_output=True, text=True)
     assert refused.returncode != 0 and "spans 2 nodes" in refused.stderr and "launch-slurm.sbatch" in refused.stderr
+
+
+def test_a_killed_serve_takes_trtllm_serve_with_it(tmp_path, stubs):
+    _, env = stubs
+    pid_file = tmp_path / "trtllm-serve.pid"
+    _stub(tmp_path / "bin", "trtllm-serve", f"echo $$ > {pid_file}\nexec sleep 300\n")  # a server that stays up
+    single = build(BuildRequest(model="DeepSeek-R1", output=tmp_path / "one", gpu="H200 x8", offline=True)).path
+    tritonrepo = str(Path(sys.executable).parent / "tritonrepo")
+    serve = subprocess.Popen([tritonrepo, "serve", str(single)], env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server = int(pid_file.read_text())
+        serve.kill()  # SIGKILL: serve runs no cleanup of its own
+        serve.wait()
+        while _alive(server) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(server), "trtllm-serve outlived the serve that started it"
+    finally:
+        serve.kill()
+        if pid_file.exists() and _alive(server := int(pid_file.read_text())):
+            os.kill(server, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def test_a_local_checkpoint_served_by_triton_is_linked_inside_the_repository(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 from tritonrepo import progress
 from tritonrepo.errors import ServerError, ServerNotFoundError
 from tritonrepo.repository.manifest import read_manifest
+from tritonrepo.serving.tritonserver import die_with_parent
 
 
 def is_trtllm_serve_deployment(folder: Path) -> bool:
@@ -41,7 +42,9 @@ def serve_deployment(folder: Path) -> int:
         f"==> trtllm-serve on {layout.get('gpus')}x {layout.get('gpu')} ({script}); its OpenAI endpoint listens on "
         f"port {launch.get('port')}"
     )
-    process = subprocess.Popen(["bash", str(script)])
+    # serve.sh ends in `exec trtllm-serve`, so the parent-death signal armed here reaches trtllm-serve itself: a
+    # killed `tritonrepo serve` leaves no server holding the GPUs and the port.
+    process = subprocess.Popen(die_with_parent(["bash", str(script)], signal.SIGTERM))
     previous = signal.signal(signal.SIGTERM, lambda *_: process.terminate())
     try:
         return process.wait()
