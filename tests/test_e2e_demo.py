@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import signal
 
 import pytest
@@ -53,3 +54,9 @@ def test_smoke_passes_on_a_model_that_ends_at_once_on_its_prompt(deployment):
     assert len(results) == 3 + 5 + 4 + 2
     streamed = next(r for r in results if r.name == "ensemble over gRPC streaming")
     assert streamed.detail.startswith("8 responses")  # min_length held it to the 8 tokens asked for
+    reasoning, _ = expected_reasoning_and_answer(DEFAULT_SCRIPT)
+    for name in ("OpenAI chat (non-stream)", "OpenAI chat (stream)"):  # the script thinks first: that is what shows
+        detail = next(r.detail for r in results if r.name == name)
+        shown = ast.literal_eval(detail.split("(reasoning: ", 1)[1][:-1])
+        # 8 tokens may end inside a character: a cut one is U+FFFD at the end of a whole (non-streamed) text
+        assert len(shown) > 10 and reasoning.startswith(shown.removesuffix("\ufffd")), detail

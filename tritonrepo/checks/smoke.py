@@ -167,8 +167,10 @@ def _openai_chat(targets: SmokeTargets, *, stream: bool) -> str:
         if response.status_code != 200:
             raise AssertionError(f"HTTP {response.status_code}: {response.text[:200]}")
         payload = response.json()
-        return f"{payload['usage']['completion_tokens']} tokens: {payload['choices'][0]['message']['content']!r}"
-    text, events = "", 0
+        message = payload["choices"][0]["message"]
+        tokens = payload["usage"]["completion_tokens"]
+        return f"{tokens} tokens: {_shown(message.get('content') or '', message.get('reasoning_content') or '')}"
+    text, reasoning, events = "", "", 0
     with httpx.stream("POST", f"{base}/chat/completions", json=body, timeout=targets.timeout) as response:
         if response.status_code != 200:
             raise AssertionError(f"HTTP {response.status_code}")
@@ -178,9 +180,15 @@ def _openai_chat(targets: SmokeTargets, *, stream: bool) -> str:
             events += 1
             for choice in json.loads(line[6:]).get("choices", []):
                 text += choice.get("delta", {}).get("content") or ""
+                reasoning += choice.get("delta", {}).get("reasoning_content") or ""
     if events < 2:
         raise AssertionError(f"expected several stream events, got {events}")
-    return f"{events} events: {text!r}"
+    return f"{events} events: {_shown(text, reasoning)}"
+
+
+def _shown(content: str, reasoning: str) -> str:
+    """The answer, and the reasoning where the model thinks first (a short reply may hold nothing else yet)."""
+    return f"{content!r} (reasoning: {reasoning!r})" if reasoning else repr(content)
 
 
 def format_table(results: list[CheckResult]) -> str:
