@@ -10,8 +10,8 @@ concurrency sends the same chat prompts two ways, each request streamed:
                  (--client httpx: httpx.AsyncClient, whose own cost then counts as the front end's);
   (b) direct:    the chat-templated prompt, tokenized with the repository's tokenizer as the front end does, sent to
                  the runtime model `tensorrt_llm` with tritonclient.grpc.aio stream_infer (streaming=true).
-Both are greedy with the same output length. The OpenAI API has no way to force the full length (no min_tokens;
-unknown fields are ignored), so prompts are chosen whose greedy output runs to max_tokens, and the token counts of
+Both are greedy with the same output length. The OpenAI API has no standard way to force the full length (the
+front end's min_tokens is an extension), so prompts are chosen whose greedy output runs to max_tokens, and the token counts of
 both ways are printed. Path (a) is everything the front end adds over the runtime: HTTP, the chat template, tokenizing,
 the gRPC call to `tensorrt_llm` (the served name streams straight from the runtime model, as the front end does for
 its own repositories) and detokenizing. The runtime model runs with one torch thread by default (--runtime-threads):
