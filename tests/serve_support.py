@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,6 +51,12 @@ class Deployment:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.openai}/v1"
+
+    def stop_cleanly(self) -> None:
+        """SIGTERM, as Ctrl-C or an orchestrator stops serve: it must exit 0 and leave no process behind."""
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=60) == 0, self.log.read_text()[-3000:]
+        assert not processes_using(self.repository), "processes left behind"
 
     def wait_healthy(self, timeout: float = 300) -> float:
         import httpx

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import ast
-import signal
 
 import pytest
-from serve_support import Deployment, processes_using
+from serve_support import Deployment
 
 from tritonrepo.checks.smoke import SmokeTargets, run_smoke
 from tritonrepo.source.scripted_llama import DEFAULT_SCRIPT, expected_reasoning_and_answer
@@ -24,9 +23,7 @@ def deployment(tmp_path_factory):
     deployment = Deployment(repository, root / "serve.log")
     deployment.wait_healthy()
     yield deployment
-    deployment.process.send_signal(signal.SIGTERM)
-    assert deployment.process.wait(timeout=60) == 0, deployment.log.read_text()[-3000:]
-    assert not processes_using(deployment.repository), "processes left behind"
+    deployment.stop_cleanly()
 
 
 def test_the_demo_request_gets_the_fixed_answer(deployment):

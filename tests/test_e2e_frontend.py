@@ -5,14 +5,13 @@ concurrency limits, long prompts, metrics and cancellation seen in the runtime's
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import threading
 import time
 
 import httpx
 import pytest
-from serve_support import Deployment, processes_using
+from serve_support import Deployment
 
 from tritonrepo.source.scripted_llama import COMPLETION_PROMPT, DEFAULT_SCRIPT, expected_reasoning_and_answer
 
@@ -41,10 +40,8 @@ def deployment(tmp_path_factory):
     )  # fmt: skip
     deployment.wait_healthy()
     yield deployment
-    deployment.process.send_signal(signal.SIGTERM)
-    assert deployment.process.wait(timeout=60) == 0, deployment.log.read_text()[-3000:]
+    deployment.stop_cleanly()
     assert KEY not in deployment.log.read_text()  # the key is never logged
-    assert not processes_using(deployment.repository), "processes left behind"
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from serve_support import Deployment, grpc_stream, processes_using
+from serve_support import Deployment, grpc_stream
 
 from tritonrepo.pytorch_path.triton_repo import render_llmapi_repository
 from tritonrepo.repository.validate import validate_repository
@@ -113,9 +112,7 @@ def deployment(repository, llm_args, record):
     deployment = Deployment(repository, root / "serve.log", env=env)
     deployment.wait_healthy()
     yield deployment
-    deployment.process.send_signal(signal.SIGTERM)
-    assert deployment.process.wait(timeout=60) == 0, deployment.log.read_text()[-3000:]
-    assert not processes_using(deployment.repository), "processes left behind"
+    deployment.stop_cleanly()
     assert record.events("shutdown"), "model.py's finalize did not shut the LLM down"
 
 

@@ -31,9 +31,7 @@ def deployment(tmp_path_factory):
     startup = deployment.wait_healthy()
     print(f"\n[e2e] tritonserver + front end ready in {startup:.1f}s")
     yield deployment
-    deployment.process.send_signal(signal.SIGTERM)
-    assert deployment.process.wait(timeout=60) == 0, deployment.log.read_text()[-3000:]
-    assert not processes_using(deployment.repository), "processes left behind"
+    deployment.stop_cleanly()
 
 
 # --- tritonclient helpers ------------------------------------------------------------------------------------------

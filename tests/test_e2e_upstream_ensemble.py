@@ -5,14 +5,13 @@ text as transformers, honoured inputs act, and inputs the runtime cannot honour 
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from conftest import reference_greedy
-from serve_support import Deployment, grpc_stream, processes_using
+from serve_support import Deployment, grpc_stream
 from upstream_contract import ensemble_v017_config
 
 pytestmark = pytest.mark.e2e
@@ -35,9 +34,7 @@ def deployment(tmp_path_factory):
     deployment = Deployment(repository, root / "serve.log")
     deployment.wait_healthy()
     yield deployment
-    deployment.process.send_signal(signal.SIGTERM)
-    assert deployment.process.wait(timeout=60) == 0, deployment.log.read_text()[-3000:]
-    assert not processes_using(deployment.repository), "processes left behind"
+    deployment.stop_cleanly()
 
 
 def _request(prompt: str = PROMPT, max_tokens: int = 16, stream: bool = False, **extra) -> dict[str, np.ndarray]:

@@ -322,8 +322,8 @@ def test_build_with_serving_triton_renders_a_valid_llmapi_repository(tmp_path):
     assert manifest["serving"] == "triton" and manifest["default_entry_point"] == "tensorrt_llm"
 
 
-def test_build_of_a_local_deepseek_v3_checkpoint_reads_its_precision(tmp_path):
-    local = tmp_path / "my-r1"
+def _local_fp4_checkpoint(local: Path) -> Path:
+    """A local DeepSeek-V3-architecture folder (configs only) that NVIDIA's FP4 quantization config marks as NVFP4."""
     local.mkdir()
     config = {
         "architectures": ["DeepseekV3ForCausalLM"], "num_hidden_layers": 61, "hidden_size": 7168,
@@ -332,6 +332,11 @@ def test_build_of_a_local_deepseek_v3_checkpoint_reads_its_precision(tmp_path):
     }  # fmt: skip
     (local / "config.json").write_text(json.dumps(config))
     (local / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": "NVFP4"}}))
+    return local
+
+
+def test_build_of_a_local_deepseek_v3_checkpoint_reads_its_precision(tmp_path):
+    local = _local_fp4_checkpoint(tmp_path / "my-r1")
     result = build(BuildRequest(model=str(local), output=tmp_path / "out", gpu="B200 x4", offline=True))
     manifest = json.loads((result.path / MANIFEST).read_text())
     assert manifest["plan"]["llmapi"]["precision"] == "nvfp4" and manifest["model"]["id"] == str(local)
@@ -412,15 +417,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_local_checkpoint_served_by_triton_is_linked_inside_the_repository(tmp_path):
     """The llmapi model must load only what its repository holds (validate refuses a `model` outside it)."""
-    local = tmp_path / "my-r1"
-    local.mkdir()
-    config = {
-        "architectures": ["DeepseekV3ForCausalLM"], "num_hidden_layers": 61, "hidden_size": 7168,
-        "num_attention_heads": 128, "vocab_size": 129280, "n_routed_experts": 256, "kv_lora_rank": 512,
-        "max_position_embeddings": 163840, "torch_dtype": "bfloat16",
-    }  # fmt: skip
-    (local / "config.json").write_text(json.dumps(config))
-    (local / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": "NVFP4"}}))
+    local = _local_fp4_checkpoint(tmp_path / "my-r1")
     (local / "model-00001-of-00001.safetensors").write_bytes(b"weights")
     llmapi = LlmApiRequest(serving="triton", trtllm_version="1.0.0")
     target = tmp_path / "served"
