@@ -335,6 +335,31 @@ def _local_fp4_checkpoint(local: Path) -> Path:
     return local
 
 
+def test_the_first_serve_check_reads_no_weight_the_build_hashed(tmp_path, monkeypatch):
+    """A linked checkpoint may be hundreds of GB: build hashes it once (with progress) and remembers the digests under
+    the repository's paths, so serve's integrity check does not hash it again."""
+    from tritonrepo.repository import integrity, validate
+    from tritonrepo.stage_cache import FileDigests
+
+    local = _local_fp4_checkpoint(tmp_path / "my-r1")
+    (local / "model-00001-of-00001.safetensors").write_bytes(b"w" * 4096)
+    monkeypatch.setattr(integrity, "ALWAYS_HASHED_BELOW", 1024)  # the weights count as large
+    llmapi = LlmApiRequest(serving="triton", trtllm_version="1.0.0")
+    target = tmp_path / "served"
+    build(BuildRequest(model=str(local), output=target, gpu="B200 x4", llmapi=llmapi, offline=True))
+    hashed = []
+    original = FileDigests.of
+
+    def recording(self, path):
+        hashed.append(Path(path).name)
+        return original(self, path)
+
+    monkeypatch.setattr(FileDigests, "of", recording)
+    monkeypatch.setattr("tritonrepo.stage_cache.sha256_file", lambda path: pytest.fail(f"{path} hashed again"))
+    assert validate.validate_repository(target) == []
+    assert "model-00001-of-00001.safetensors" in hashed  # asked of the memo, which knew it
+
+
 def test_build_of_a_local_deepseek_v3_checkpoint_reads_its_precision(tmp_path):
     local = _local_fp4_checkpoint(tmp_path / "my-r1")
     result = build(BuildRequest(model=str(local), output=tmp_path / "out", gpu="B200 x4", offline=True))

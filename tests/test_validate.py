@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -738,6 +739,36 @@ def test_large_files_go_through_the_digest_memo_and_small_ones_are_hashed_every_
     assert memo.asked == ["tensorrt_llm/1/engine/rank0.engine"]
     engine.write_bytes(b"1" * 64)
     assert [p.file for p in validate_repository(root, digests=memo)] == ["tensorrt_llm/1/engine/rank0.engine"]
+
+
+def test_the_digest_memo_being_unwritable_or_corrupt_is_no_error(tmp_path: Path, monkeypatch) -> None:
+    # validate (and so serve) must not crash where the cache cannot be written (a read-only container) or its memo
+    # is damaged: the memo only saves hashing again.
+    from tritonrepo.repository import integrity
+
+    root = _with_manifest(build_repository(tmp_path / "r"))
+    monkeypatch.setattr(integrity, "ALWAYS_HASHED_BELOW", 1)  # every file goes through the memo
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("TRITONREPO_CACHE", str(blocker / "cache"))  # under a file: no folder can be made there
+    assert validate_repository(root) == []
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "file-digests.json").write_text('{"truncated": [1, ')
+    monkeypatch.setenv("TRITONREPO_CACHE", str(cache))
+    assert validate_repository(root) == []
+    assert json.loads((cache / "file-digests.json").read_text())  # replaced by a good one
+
+
+def test_a_folder_link_inside_the_repository_adds_no_file(tmp_path: Path) -> None:
+    # The manifest is made by a walk that never enters folder links; the check walks the same way, so a link to a
+    # folder inside the repository is not mistaken for files added after the build.
+    root = build_repository(tmp_path)
+    (root / "preprocessing" / "1" / "alias").symlink_to("tokenizer")
+    root = _with_manifest(root)
+    assert validate_repository(root) == []
+    (root / "preprocessing" / "1" / "outside").symlink_to(tmp_path.parent)
+    assert [p.message.split(",")[0] for p in validate_repository(root)] == [f"is a link to {tmp_path.parent}"]
 
 
 @pytest.mark.parametrize("where", ["absolute", "dot-dot", "model-directory", "link"])

@@ -11,10 +11,11 @@ from tritonrepo.engines import build_engines, engine_record, engine_spec
 from tritonrepo.errors import PlanError
 from tritonrepo.plan import DeploymentPlan, Limits, PlanRequest, RuntimeChoice, plan_deployment
 from tritonrepo.pytorch_path.tuning import LlmApiRequest
-from tritonrepo.repository.integrity import ALWAYS_HASHED_BELOW
+from tritonrepo.repository.integrity import remember_large_files
 from tritonrepo.repository.manifest import (
     FORMAT,
     file_digests,
+    hashing_with_progress,
     library_versions,
     now_utc,
     read_manifest,
@@ -165,7 +166,7 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
         check_repository(staging, location=target)
         manifest = {**_manifest(source, plan, params, engine, staging, target), "inputs_digest": inputs_digest}
         write_manifest(staging, manifest)
-    _remember_large_files(digests, target, manifest["files"])
+    remember_large_files(digests, target, manifest["files"])
     progress.say(f"Built {target} ({len(manifest['files'])} files, runtime {plan.runtime}).")
     return BuildResult(
         path=target,
@@ -267,12 +268,9 @@ def _repository_params(plan: DeploymentPlan) -> RepositoryParams:
     )
 
 
-def _remember_large_files(digests: FileDigests, target: Path, files: dict) -> None:
-    """The digests just computed, under the files' final paths: serve's integrity check then reads no weight again."""
-    for relative, entry in files.items():
-        if entry["size"] >= ALWAYS_HASHED_BELOW:
-            digests.remember(target / relative, entry["sha256"])
-    digests.save()
+def _hashed(root: Path, location: Path) -> dict:
+    with hashing_with_progress(root, "sha256 of the repository's files") as digest_of:
+        return file_digests(root, digest_of, location=location)
 
 
 def _manifest(
@@ -305,5 +303,5 @@ def _manifest(
         "plan": plan.as_dict(),
         "engine": engine,
         "versions": library_versions(),
-        "files": file_digests(root, location=location),
+        "files": _hashed(root, location),
     }

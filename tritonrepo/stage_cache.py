@@ -7,10 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from tritonrepo.files import write_atomically
 from tritonrepo.repository.manifest import now_utc, sha256_file
 
 COMPLETE = "complete.json"
@@ -26,7 +26,7 @@ class FileDigests:
 
     def __init__(self, memo_path: Path) -> None:
         self.memo_path = memo_path
-        self._memo: dict[str, list] = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
+        self._memo: dict[str, list] = _read_memo(memo_path)
         self._dirty = False
 
     def of(self, path: Path) -> str:
@@ -52,14 +52,21 @@ class FileDigests:
         return {path.name: self.of(path) for path in sorted(paths)}
 
     def save(self) -> None:
+        """Writes the memo (atomically); OSError when its folder cannot be written."""
         if not self._dirty:
             return
         self.memo_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=self.memo_path.parent, prefix=".digests.")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self._memo, handle)
-        os.replace(temp, self.memo_path)
+        write_atomically(self.memo_path, json.dumps(self._memo).encode())
         self._dirty = False
+
+
+def _read_memo(path: Path) -> dict[str, list]:
+    """The remembered digests; none when the memo is missing, unreadable or not ours (it is only a cache)."""
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
 
 
 class StageCache:

@@ -14,7 +14,15 @@ from tritonrepo.plan import DeploymentPlan
 from tritonrepo.pytorch_path import launch_files
 from tritonrepo.pytorch_path.llm_options import llm_args, options_yaml
 from tritonrepo.pytorch_path.triton_repo import render_llmapi_repository
-from tritonrepo.repository.manifest import FORMAT, file_digests, library_versions, now_utc, write_manifest
+from tritonrepo.repository.integrity import remember_large_files
+from tritonrepo.repository.manifest import (
+    FORMAT,
+    file_digests,
+    hashing_with_progress,
+    library_versions,
+    now_utc,
+    write_manifest,
+)
 from tritonrepo.repository.writer import place_files, staged_directory
 
 EXECUTABLE = (launch_files.SERVE_SCRIPT, launch_files.MPIRUN_SCRIPT, launch_files.SLURM_SCRIPT)
@@ -44,6 +52,19 @@ def _local_checkpoint(model: str) -> Path | None:
     """The checkpoint folder the llmapi model loads, when it is local (--download, or --model FOLDER)."""
     path = Path(model)
     return path if path.is_absolute() and path.is_dir() else None
+
+
+def _hashed(root: Path) -> dict:
+    with hashing_with_progress(root, "sha256 of the deployment's files") as digest_of:
+        return file_digests(root, digest_of)
+
+
+def _remember_digests(target: Path, files: dict) -> None:
+    """So the first serve's integrity check reads no weight file again (a linked checkpoint may be hundreds of GB)."""
+    from tritonrepo.source.resolve import cache_root
+    from tritonrepo.stage_cache import FileDigests
+
+    remember_large_files(FileDigests(cache_root() / "file-digests.json"), target, files)
 
 
 def write_deployment(plan: DeploymentPlan, target: Path, *, model: dict) -> dict:
@@ -88,13 +109,14 @@ def write_deployment(plan: DeploymentPlan, target: Path, *, model: dict) -> dict
             },
             "plan": plan.as_dict(),
             "versions": library_versions(),
-            "files": file_digests(staging),
+            "files": _hashed(staging),
         }
         if llmapi.serving == "triton":
             manifest["entry_points"] = ["tensorrt_llm"]
             manifest["default_entry_point"] = "tensorrt_llm"
             manifest["parameters"] = {"decoupled_mode": True}  # the llmapi model streams; the front end reads this
         write_manifest(staging, manifest)
+    _remember_digests(target, manifest["files"])
     sizing = llmapi.sizing
     how = (
         f"`tritonrepo serve {target}` (or {target}/{launch_files.SERVE_SCRIPT})"

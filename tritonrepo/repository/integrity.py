@@ -8,16 +8,15 @@ its mtime, so it is hashed again."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from tritonrepo.repository.location import is_inside, is_model_config
+from tritonrepo.repository.location import is_model_config
 from tritonrepo.repository.manifest import MANIFEST, file_entry, sha256_file
 from tritonrepo.repository.problem import Problem
+from tritonrepo.repository.tree import walk
 
 ALWAYS_HASHED_BELOW = 64 << 20
-_SKIPPED_FOLDERS = ("__pycache__",)  # written by the Python backend next to model.py
 
 
 def manifest_problems(root: Path, digest_of_large) -> list[Problem]:
@@ -77,32 +76,25 @@ def _listed_file_problem(root: Path, relative: str, entry: object, digest_of_lar
 
 
 def _model_files(root: Path) -> Iterator[str]:
-    """Every file inside the model folders (Triton reads nothing else), through links that stay in the repository."""
-    top = root.resolve()
-    seen = set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        real = Path(folder).resolve()
-        if real in seen or not is_inside(real, top):  # a link loop, or a link out (link_problems reports it)
-            subfolders[:] = []
-            continue
-        seen.add(real)
-        subfolders[:] = sorted(name for name in subfolders if name not in _SKIPPED_FOLDERS)
-        if Path(folder) == root:
-            continue  # Triton ignores files at the top level (the manifest, launch scripts)
-        for name in sorted(names):
-            yield Path(folder, name).relative_to(root).as_posix()
+    """Every file inside the model folders (Triton reads nothing else), walked as the manifest was made (tree.walk):
+    folder links are not entered, links to files inside the repository count as files."""
+    for relative in walk(root).files:
+        if "/" in relative:  # Triton ignores files at the top level (the manifest, launch scripts)
+            yield relative
 
 
 def link_problems(root: Path) -> list[Problem]:
     """Links inside the repository that lead out of it: Triton would read files from elsewhere under our name."""
-    top = root.resolve()
-    problems = []
-    for folder, subfolders, names in os.walk(root):  # links are reported here, not followed
-        subfolders[:] = [name for name in subfolders if name not in _SKIPPED_FOLDERS]
-        for name in sorted([*subfolders, *names]):
-            path = Path(folder, name)
-            if path.is_symlink() and not is_inside(path.resolve(), top):
-                relative = path.relative_to(root).as_posix()
-                message = f"is a link to {path.resolve()}, outside the repository; copy what it points to inside"
-                problems.append(Problem(relative, None, message))
-    return problems
+    return [
+        Problem(link.path, None, f"is a link to {link.resolved}, outside the repository; copy what it points to inside")
+        for link in walk(root).outside_links
+    ]
+
+
+def remember_large_files(digests, target: Path, files: dict) -> None:
+    """Digests just computed for a manifest, remembered under the files' final paths (FileDigests.remember): the
+    first check after a build then reads no weight file again."""
+    for relative, entry in files.items():
+        if entry["size"] >= ALWAYS_HASHED_BELOW:
+            digests.remember(target / relative, entry["sha256"])
+    digests.save()

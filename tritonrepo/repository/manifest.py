@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -69,6 +70,23 @@ def file_digests(
         for relative in walk(root).files  # sorted the way Path sorting sorts
         if relative != MANIFEST
     }
+
+
+@contextlib.contextmanager
+def hashing_with_progress(root: Path, desc: str) -> Iterator[Callable[[Path], str]]:
+    """A `digest_of` for file_digests that advances one progress bar, in bytes, over every file under root (a
+    deployment may hold hundreds of GB of weights: hashing them is long work)."""
+    from tritonrepo import progress
+
+    total = sum((root / relative).stat().st_size for relative in walk(root).files)
+    with progress.bar(total, desc) as bar:
+
+        def digest_of(path: Path) -> str:
+            value = sha256_file(path)
+            bar.update(path.stat().st_size)
+            return value
+
+        yield digest_of
 
 
 def library_versions() -> dict[str, str | None]:

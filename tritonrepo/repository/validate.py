@@ -3,6 +3,7 @@ resolve against its root."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -115,7 +116,8 @@ def _integrity_problems(root: Path, digests: Any) -> list[Problem]:
     try:
         return manifest_problems(root, memo.of)
     finally:
-        memo.save()
+        with contextlib.suppress(OSError):  # a read-only cache (e.g. a container's): the next check hashes again
+            memo.save()
 
 
 # --- loading and parsing -------------------------------------------------------------------------------------------
