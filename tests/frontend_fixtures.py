@@ -115,6 +115,13 @@ class ScriptedGenerator:
         self.closed_early = 0  # generations that were closed before their last chunk
         self.finished = 0
         self.hanging = asyncio.Event()
+        self.unavailable: str | None = None
+
+    def abort_all(self, reason: str) -> None:
+        self.unavailable = reason
+
+    def resume(self) -> None:
+        self.unavailable = None
 
     async def is_ready(self) -> bool:
         return self.ready
@@ -161,6 +168,13 @@ class GatedGenerator:
         self.finished: list[str] = []
         self.closed: list[str] = []
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.unavailable: str | None = None
+
+    def abort_all(self, reason: str) -> None:
+        self.unavailable = reason
+
+    def resume(self) -> None:
+        self.unavailable = None
 
     async def is_ready(self) -> bool:
         return True

@@ -5,13 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -19,8 +13,7 @@ import pytest
 from frontend_fixtures import REPLY, ScriptedGenerator, make_repository, make_tokenizer_dir
 
 from tritonrepo.errors import ServerError
-from tritonrepo.frontend.app import FrontendSettings, build_app, load_repository_info
-from tritonrepo.frontend.app import run as run_frontend
+from tritonrepo.frontend.app import FrontendSettings, FrontendThread, build_app, load_repository_info
 from tritonrepo.frontend.triton_client import GenerationError
 
 CHAT = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}
@@ -520,48 +513,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_run_serves_and_exits_zero_on_sigterm(repository):
+def test_the_frontend_thread_serves_until_stopped_and_frees_its_port(repository):
+    # serve runs the front end on a thread of its own (its main thread supervises tritonserver)
     port = free_port()
-    code = (
-        "from tritonrepo.frontend.app import FrontendSettings, run; "
-        f"run(FrontendSettings(repository={str(repository)!r}, triton_grpc_url='127.0.0.1:1', port={port}))"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=Path(__file__).parent.parent,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
-    )
+    frontend = FrontendThread(FrontendSettings(repository=repository, triton_grpc_url="127.0.0.1:1", port=port))
+    frontend.start()  # returns once it listens
     try:
-        deadline, health = time.monotonic() + 20, None
-        while time.monotonic() < deadline and health is None:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert health is not None and health.status_code == 503  # no Triton behind it
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 503  # no Triton behind it
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).json()
         assert models["data"][0]["id"] == "tiny-llama"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
+        frontend.stop()
+    assert not frontend.alive
+    with socket.socket() as sock:  # the port is free again
+        sock.bind(("127.0.0.1", port))
 
 
-def test_run_returns_when_should_exit_says_so(repository):
-    port, stop = free_port(), threading.Event()
-    settings = FrontendSettings(repository=repository, triton_grpc_url="127.0.0.1:1", port=port)
-    thread = threading.Thread(target=run_frontend, args=(settings,), kwargs={"should_exit": stop.is_set})
-    thread.start()
-    try:
-        deadline, models = time.monotonic() + 15, None
-        while time.monotonic() < deadline and models is None:
-            try:
-                models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert models is not None and models.status_code == 200
-    finally:
-        stop.set()  # e.g. tritonserver died: the front end must not keep answering without it
-        thread.join(timeout=10)
-    assert not thread.is_alive()
+def test_the_frontend_thread_says_when_it_cannot_listen(repository):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        frontend = FrontendThread(FrontendSettings(repository=repository, triton_grpc_url="127.0.0.1:1", port=port))
+        with pytest.raises(ServerError, match=f"did not start on 127.0.0.1:{port}"):
+            frontend.start(timeout=20)

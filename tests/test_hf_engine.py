@@ -158,6 +158,20 @@ def test_cancel_by_key_stops_a_sequence(engine, tiny_tokenizer):
     assert run.cancelled and len(run.tokens) < 1500
 
 
+def test_stops_for_requests_that_never_come_or_already_ended_do_not_pile_up(engine, tiny_tokenizer):
+    # The front end and the BLS model send `stop` after a stop string or a client leaving, often once the request
+    # has ended; each is kept only until its request claims it, and only the latest MAX_PENDING_STOPS of those.
+    import hf_engine
+
+    for number in range(hf_engine.MAX_PENDING_STOPS + 100):
+        engine.cancel(f"gone-{number}")
+    assert len(engine._cancelled_keys) == hf_engine.MAX_PENDING_STOPS
+    engine.cancel("early")  # a stop that comes before its request still stops it
+    run = Collector(engine, _ids(tiny_tokenizer, PROMPTS[0]), SamplingParams(max_new_tokens=1500), key="early")
+    run.wait()
+    assert run.cancelled and "early" not in engine._cancelled_keys
+
+
 def test_cancellation_through_the_callback(engine, tiny_tokenizer):
     flag = threading.Event()  # the engine polls is_cancelled between steps, as it polls Triton's sender
     run = Collector(

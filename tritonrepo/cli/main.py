@@ -5,9 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import click
@@ -462,6 +460,7 @@ def _storage_options(command):
 
 def _transfer(action, source, destination, profile, region, endpoint_url, part_size, concurrency, delete, dry_run,
               as_json, check_remote=False) -> None:  # fmt: skip
+    from tritonrepo.interrupts import sigterm_as_interrupt
     from tritonrepo.storage import TransferOptions, format_summary, pull, push
 
     options = TransferOptions(
@@ -474,11 +473,10 @@ def _transfer(action, source, destination, profile, region, endpoint_url, part_s
         dry_run=dry_run,
         check_remote=check_remote,
     )
-    # SIGTERM stops a transfer as Ctrl-C does: transfers in flight stop and their part files are removed.
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
-        summary = (push if action == "push" else pull)(source, destination, options)
+        # SIGTERM stops a transfer as Ctrl-C does: transfers in flight stop and their part files are removed.
+        with sigterm_as_interrupt():
+            summary = (push if action == "push" else pull)(source, destination, options)
     except KeyboardInterrupt:
         click.echo(f"Interrupted: the {action} stopped and left no partial file behind. Run the same command again to "
                    "finish: what already moved is not sent again.", err=True)  # fmt: skip
@@ -489,14 +487,7 @@ def _transfer(action, source, destination, profile, region, endpoint_url, part_s
                        "exit_code": error.exit_code, "links": getattr(error, "links", [])}  # fmt: skip
             click.echo(json.dumps(failure, indent=2))
         raise
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
     click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else format_summary(summary))
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 @cli.command()

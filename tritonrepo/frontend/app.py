@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -339,7 +338,13 @@ class FrontendThread:
     def __init__(self, settings: FrontendSettings) -> None:
         self.server, self.app = _uvicorn_server(settings)  # built here: a bad repository or tokenizer raises here
         self.settings = settings
-        self._thread = threading.Thread(target=self.server.run, name="openai-frontend", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="openai-frontend", daemon=True)
+
+    def _serve(self) -> None:
+        # uvicorn logs why it cannot start (e.g. the port is taken) and then raises SystemExit in this thread: start()
+        # turns that into a ServerError, so it is not a thread's traceback as well.
+        with contextlib.suppress(SystemExit):
+            self.server.run()
 
     def start(self, timeout: float = 60) -> None:
         """Returns once the endpoint listens; ServerError when it cannot."""
@@ -347,7 +352,10 @@ class FrontendThread:
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ServerError(f"the OpenAI front end did not start on {self.settings.host}:{self.settings.port}")
+                raise ServerError(
+                    f"the OpenAI front end did not start on {self.settings.host}:{self.settings.port}",
+                    hint="Its reason is logged above; --openai-port picks another port.",
+                )
             time.sleep(0.05)
 
     @property
@@ -367,50 +375,8 @@ class FrontendThread:
         self._thread.join(timeout=self.settings.graceful_shutdown_s + 10)
 
     def _on_loop(self, target: Any, method: str, *args: Any) -> None:
-        loop = getattr(self.app.state, "loop", None)
-        if getattr(target, method, None) is None or loop is None or loop.is_closed():
+        loop = getattr(self.app.state, "loop", None)  # set once uvicorn runs the app's lifespan
+        if loop is None or loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing left to tell
             loop.call_soon_threadsafe(getattr(target, method), *args)
-
-
-def run(settings: FrontendSettings, *, should_exit: Callable[[], bool] | None = None) -> None:
-    """Serves until SIGTERM, SIGINT or `should_exit()` (polled twice a second), shuts down gracefully, returns.
-
-    After SIGTERM it returns normally, so the process exits 0; after SIGINT uvicorn re-raises KeyboardInterrupt.
-    """
-    server, _ = _uvicorn_server(settings)
-    finished = threading.Event()
-    if should_exit is not None:
-        threading.Thread(
-            target=_watch, args=(server, should_exit, finished), daemon=True, name="frontend-should-exit"
-        ).start()
-    try:
-        _serve(server)
-    finally:
-        finished.set()
-
-
-def _watch(server: Any, should_exit: Callable[[], bool], finished: threading.Event) -> None:
-    # uvicorn checks should_exit on every tick of its main loop, so setting it from this thread is enough.
-    while not finished.wait(0.5):
-        if should_exit():
-            server.should_exit = True
-            return
-
-
-def _serve(server: Any) -> None:
-    if threading.current_thread() is not threading.main_thread():  # signal handlers need the main thread
-        server.run()
-        return
-
-    def stop(*_: Any) -> None:
-        server.should_exit = True
-
-    # uvicorn re-raises a caught SIGTERM after its graceful shutdown, which would kill the process with status
-    # -15; this handler receives that re-raise (and any SIGTERM before uvicorn listens) so run() returns normally.
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        server.run()
-    finally:
-        signal.signal(signal.SIGTERM, previous)

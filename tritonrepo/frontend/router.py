@@ -90,7 +90,7 @@ def _serving(request: Request) -> OpenAIServing:
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
     generator = request.app.state.generator
-    reason = getattr(generator, "unavailable", None)  # serve's supervisor says why, e.g. a dead model stub
+    reason = generator.unavailable  # serve's supervisor says why, e.g. a dead model stub
     if reason is not None:
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
     if await generator.is_ready():

@@ -53,6 +53,8 @@ class GenerationError(Exception):
 
 
 class TextGenerator(Protocol):
+    unavailable: str | None  # why the deployment cannot serve now (set by abort_all, cleared by resume), or None
+
     def generate(self, model: str, request: GenerationParams) -> AsyncIterator[GeneratedChunk]:
         """An async generator; closing it early cancels the request on the server."""
         ...
@@ -525,8 +527,8 @@ class TritonGrpcGenerator:
             raise
         except asyncio.CancelledError:
             reason = self._aborted.get(call)
-            current = asyncio.current_task()
-            if reason is None or (current is not None and current.cancelling()):
+            cancelling = getattr(asyncio.current_task(), "cancelling", None)  # Python 3.11+
+            if reason is None or (cancelling is not None and cancelling()):
                 raise  # the caller was cancelled (client gone): not an abort
             raise GenerationError(503, f"Triton is unavailable: {reason}") from None
         except Exception as exc:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import TYPE_CHECKING
 from tritonrepo import progress
 from tritonrepo.errors import PortInUseError, ServerError, ValidationError
 from tritonrepo.frontend.policy import FrontendPolicy
+from tritonrepo.interrupts import sigterm_as_interrupt
 from tritonrepo.pytorch_path.triton_repo import find_llmapi_model
 from tritonrepo.repository.manifest import MANIFEST, read_manifest
 from tritonrepo.serving.supervisor import RestartPolicy, Supervisor
@@ -77,7 +76,6 @@ def serve_repository(options: ServeOptions) -> None:
     installation = find_tritonserver(options.tritonserver)
     check_stub_environment(installation)
     log_path = options.log_file or repository.with_name(repository.name + ".tritonserver.log")
-    _stop_on_sigterm()
 
     def make_server() -> TritonServer:  # a fresh one for each (re)start
         return TritonServer(
@@ -101,7 +99,8 @@ def serve_repository(options: ServeOptions) -> None:
     progress.say(f"    {launch_summary(world_size, llmapi.name if llmapi else None)}")
     progress.say(f"==> Starting tritonserver ({installation.source}: {installation.binary})")
     try:
-        _serve_until_stopped(options, repository, supervisor, llmapi.name if llmapi else "ensemble")
+        with sigterm_as_interrupt():  # so the `with` blocks below unwind and stop tritonserver
+            _serve_until_stopped(options, repository, supervisor, llmapi.name if llmapi else "ensemble")
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the normal ways to stop
         pass
     progress.say("Stopped.")
@@ -266,13 +265,3 @@ def _start_frontend(options: ServeOptions, repository: Path, server: TritonServe
 
 def _show_states(states: dict[str, str]) -> None:
     progress.say("    " + ", ".join(f"{name}: {state}" for name, state in sorted(states.items())))
-
-
-def _stop_on_sigterm() -> None:
-    """SIGTERM becomes KeyboardInterrupt, so the `with` blocks above unwind and stop tritonserver."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)

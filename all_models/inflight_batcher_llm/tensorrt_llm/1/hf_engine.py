@@ -7,6 +7,7 @@ words are (generation stops after them), and greedy decoding is chosen by top_k 
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import threading
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+MAX_PENDING_STOPS = 4096
 
 
 @dataclass
@@ -113,7 +116,10 @@ class Engine:
         self.vocab_size = int(config.vocab_size)  # the width of the logits
         self._incoming: queue.Queue[Sequence] = queue.Queue()
         self._active: list[Sequence] = []
-        self._cancelled_keys: set[str] = set()
+        # Stops by request id (TensorRT-LLM's `stop` input). A stop may come before its request (kept until it comes)
+        # or after it finished (never claimed): only the latest MAX_PENDING_STOPS are kept, so those cannot pile up.
+        self._cancelled_keys: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._stops_lock = threading.Lock()
         self._running = False
         self._thread: threading.Thread | None = None
 
@@ -155,7 +161,14 @@ class Engine:
 
     def cancel(self, key: str) -> None:
         """Stop the sequence submitted with this key (TensorRT-LLM's `stop` input)."""
-        self._cancelled_keys.add(key)
+        with self._stops_lock:  # called from Triton's threads, read by the engine's
+            self._cancelled_keys[key] = None
+            while len(self._cancelled_keys) > MAX_PENDING_STOPS:
+                self._cancelled_keys.popitem(last=False)
+
+    def _claim_stop(self, key: str) -> bool:
+        with self._stops_lock:
+            return bool(key) and self._cancelled_keys.pop(key, False) is None
 
     @property
     def in_flight(self) -> int:
@@ -179,9 +192,8 @@ class Engine:
             self._admit()
             # Round-robin one token per sequence, so every request in flight makes progress.
             for sequence in list(self._active):
-                if sequence.is_cancelled() or (sequence.key and sequence.key in self._cancelled_keys):
+                if sequence.is_cancelled() or self._claim_stop(sequence.key):
                     self._retire(sequence)
-                    self._cancelled_keys.discard(sequence.key)
                     sequence.on_cancel(sequence)
                     continue
                 try:
