@@ -15,7 +15,7 @@ import pytest
 from serve_support import Deployment, processes_using
 
 from tritonrepo.serving.procfs import start_time as process_start_time
-from tritonrepo.serving.shm import SHM_ROOT
+from tritonrepo.serving.shm import SHM_ROOT, pid_namespace
 from tritonrepo.serving.tritonserver import port_is_free
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +30,7 @@ def repository(tmp_path_factory) -> Path:
 
 def _regions_of(pid: int) -> list[str]:
     """The /dev/shm regions the Python backend made for tritonservers started by process `pid`."""
-    return sorted(path.name for path in SHM_ROOT.glob(f"tritonrepo_{pid}_*"))
+    return sorted(path.name for path in SHM_ROOT.glob(f"tritonrepo_{pid_namespace()}_{pid}_*"))
 
 
 def _wait_until(condition, what: str, timeout: float = 60) -> None:
@@ -47,7 +47,7 @@ def _dead_process_prefix() -> str:
     started = process_start_time(child.pid)
     child.kill()
     child.wait()
-    return f"tritonrepo_{child.pid}_{started}_1_"
+    return f"tritonrepo_{pid_namespace()}_{child.pid}_{started}_1_"
 
 
 # --- item 4: nothing outlives a killed serve -----------------------------------------------------------------------
@@ -69,7 +69,7 @@ def test_a_killed_serve_takes_tritonserver_with_it_and_the_next_serve_removes_it
 
     stale = SHM_ROOT / f"{_dead_process_prefix()}planted"
     stale.write_bytes(b"left by a serve that was killed")
-    live = SHM_ROOT / f"tritonrepo_{os.getpid()}_{process_start_time(os.getpid())}_99_planted"
+    live = SHM_ROOT / f"tritonrepo_{pid_namespace()}_{os.getpid()}_{process_start_time(os.getpid())}_99_planted"
     live.write_bytes(b"a running process's region: never touched")
     try:
         second = Deployment(repository, tmp_path / "second.log", ports=first.ports)
