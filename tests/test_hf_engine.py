@@ -240,3 +240,176 @@ def test_generation_logits_are_taken_before_the_bias_and_penalties(engine, tiny_
     biased = Collector(engine, ids, params).wait()
     assert biased.tokens == [favoured]
     assert biased.steps[0].generation_logits.equal(plain.steps[0].generation_logits)
+
+
+# --- continuous batching (issue 13): every sequence in flight in one pass, joining and leaving between steps --------
+LONG_PROMPTS = [
+    "The café in 東京 serves",
+    "def add(a, b):\n    return a + b\n\ndef sub(a, b):",
+    "Hello",
+    "A much longer prompt, so that its prefill takes several chunks when chunks are small: one two three four",
+]
+
+
+@pytest.fixture(scope="module")
+def small_chunks(tiny_model_dir):
+    """Four slots and prefill passes of at most 8 prompt tokens: long prompts prefill over several steps."""
+    engine = Engine(tiny_model_dir, device="cpu", max_num_sequences=4, max_seq_len=256, prefill_tokens=8)
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+def _joiner(engine, tokenizer, prompt, tokens, when, key=""):
+    """A Collector submitted from the engine's thread once `when()` holds (checked at each step of another run)."""
+    started = []
+
+    def maybe_start():
+        if not started and when():
+            started.append(Collector(engine, _ids(tokenizer, prompt), SamplingParams(max_new_tokens=tokens), key=key))
+
+    return started, maybe_start
+
+
+def test_sequences_joining_at_different_steps_each_match_generate_alone(
+    small_chunks, tiny_tokenizer, tiny_reference_model
+):
+    engine = small_chunks
+    expected = [reference_greedy(tiny_reference_model, tiny_tokenizer, p, 30) for p in LONG_PROMPTS]
+    engine.decode_batches.clear()
+    joined: list[Collector] = []
+    first = Collector(engine, _ids(tiny_tokenizer, LONG_PROMPTS[0]), SamplingParams(max_new_tokens=30))
+
+    def on_step(sequence, result, original=first._on_step):
+        original(sequence, result)
+        produced = len(first.tokens)
+        if produced in (3, 7, 12) and len(joined) < 3:  # each joins while the others are mid-decode
+            prompt = LONG_PROMPTS[len(joined) + 1]
+            joined.append(Collector(engine, _ids(tiny_tokenizer, prompt), SamplingParams(max_new_tokens=30)))
+
+    first.sequence.on_step = on_step
+    runs = [first.wait(), *(run.wait() for run in _wait_for(joined, 3))]
+    assert [run.tokens for run in runs] == expected
+    assert max(engine.decode_batches) >= 3, f"never decoded together: {dict(engine.decode_batches)}"
+
+
+def _wait_for(items: list, count: int) -> list:
+    import time
+
+    deadline = time.monotonic() + 60
+    while len(items) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(items) == count
+    return items
+
+
+def test_a_sequence_leaving_mid_batch_leaves_the_others_exact(
+    small_chunks, tiny_tokenizer, tiny_reference_model, monkeypatch
+):
+    # Cancelling a row in the middle moves the last decoding row into its slot (and a prefilling one after it):
+    # what they generate next must not change.
+    import hf_engine
+
+    engine = small_chunks
+    monkeypatch.setattr(hf_engine, "CANCEL_CHECK_S", 0.0)  # cancellation seen at the very next step
+    moves = []
+    original_move = engine.cache.move
+    monkeypatch.setattr(engine.cache, "move", lambda *args, **kw: (moves.append(args), original_move(*args, **kw)))
+    expected = [reference_greedy(tiny_reference_model, tiny_tokenizer, p, 40) for p in LONG_PROMPTS]
+    flag = threading.Event()
+    runs = [
+        Collector(engine, _ids(tiny_tokenizer, LONG_PROMPTS[0]), SamplingParams(max_new_tokens=40)),
+        Collector(
+            engine, _ids(tiny_tokenizer, LONG_PROMPTS[1]), SamplingParams(max_new_tokens=200), is_cancelled=flag.is_set
+        ),
+        Collector(engine, _ids(tiny_tokenizer, LONG_PROMPTS[2]), SamplingParams(max_new_tokens=40)),
+    ]
+
+    def cancel_then_join(sequence, result, original=runs[2]._on_step):
+        original(sequence, result)
+        if len(runs[2].tokens) == 5:
+            runs.append(Collector(engine, _ids(tiny_tokenizer, LONG_PROMPTS[3]), SamplingParams(max_new_tokens=40)))
+        if len(runs[2].tokens) == 6:
+            flag.set()  # the long prompt is being prefilled in chunks of 8 now
+
+    runs[2].sequence.on_step = cancel_then_join
+    _wait_for(runs, 4)
+    finished = [run.wait() for run in runs]
+    assert finished[1].cancelled
+    assert [finished[i].tokens for i in (0, 2, 3)] == [expected[i] for i in (0, 2, 3)]
+    # slot 2 (decoding) into slot 1, then slot 3 (prefilling) into slot 2, as it was part-way through its prompt
+    assert [(source, target) for source, target, _ in moves[:2]] == [(2, 1), (3, 2)], moves
+    assert moves[1][2] == engine.prefill_tokens < len(_ids(tiny_tokenizer, LONG_PROMPTS[3]))  # one chunk in
+
+
+def test_more_requests_than_slots_wait_their_turn(small_chunks, tiny_tokenizer, tiny_reference_model):
+    engine = small_chunks
+    engine.decode_batches.clear()
+    prompts = [f"request number {n}" for n in range(9)]
+    expected = [reference_greedy(tiny_reference_model, tiny_tokenizer, p, 12) for p in prompts]
+    runs = [Collector(engine, _ids(tiny_tokenizer, p), SamplingParams(max_new_tokens=12)) for p in prompts]
+    assert [run.wait().tokens for run in runs] == expected
+    assert max(engine.decode_batches) == engine.max_num_sequences == 4
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(small_chunks, tiny_tokenizer, tiny_reference_model):
+    import torch
+
+    engine = small_chunks
+    prompt = LONG_PROMPTS[3] * 3
+    ids = _ids(tiny_tokenizer, prompt)
+    assert len(ids) > 3 * engine.prefill_tokens
+    engine.prefill_batches.clear()
+    params = SamplingParams(max_new_tokens=10, return_context_logits=True)
+    run = Collector(engine, ids, params).wait()
+    assert run.tokens == reference_greedy(tiny_reference_model, tiny_tokenizer, prompt, 10)
+    assert sum(engine.prefill_batches.values()) >= len(ids) // engine.prefill_tokens
+    with torch.inference_mode():
+        reference = tiny_reference_model(torch.tensor([ids])).logits[0]
+    assert torch.allclose(run.steps[0].context_logits, reference, atol=1e-4)
+
+
+def test_a_seeded_request_samples_the_same_text_alone_or_in_a_batch(small_chunks, tiny_tokenizer):
+    engine = small_chunks
+    ids = _ids(tiny_tokenizer, LONG_PROMPTS[0])
+
+    def sampled(seed):
+        return SamplingParams(max_new_tokens=16, temperature=1.0, top_p=0.9, seed=seed)
+
+    alone = Collector(engine, ids, sampled(5)).wait().tokens
+    crowd = [Collector(engine, _ids(tiny_tokenizer, p), sampled(9)) for p in LONG_PROMPTS[1:]]
+    together = Collector(engine, ids, sampled(5))
+    assert together.wait().tokens == alone
+    other = Collector(engine, ids, sampled(6)).wait().tokens
+    assert other != alone
+    for run in crowd:
+        run.wait()
+
+
+def test_the_kv_cache_is_sized_to_the_memory_there_is(tiny_model_dir, monkeypatch):
+    probe = Engine(tiny_model_dir, device="cpu", max_num_sequences=1, max_seq_len=100)
+    per_slot = probe.kv_cache_bytes
+    probe.stop()
+    monkeypatch.setattr(Engine, "_kv_memory", lambda self: (3 * per_slot + 1, "a small device"))
+    fitted = Engine(tiny_model_dir, device="cpu", max_num_sequences=8, max_seq_len=100)
+    assert fitted.max_num_sequences == 3 and fitted.kv_cache_bytes == 3 * per_slot
+    assert "3 sequence slot(s) (of 8 asked for: that many do not fit) x 100 tokens" in fitted.kv_cache_note
+    fitted.stop()
+    with pytest.raises(
+        ValueError, match=r"one sequence of max_seq_len 400 needs .* GiB of KV cache .* lower max_seq_len"
+    ):
+        Engine(tiny_model_dir, device="cpu", max_num_sequences=8, max_seq_len=400)
+
+
+def test_a_model_the_slots_cannot_reproduce_is_refused_at_load(tiny_model_dir, monkeypatch):
+    import hf_engine
+    import torch
+
+    def blind(positions, capacity, dtype, window):  # a cache that hides every earlier token: wrong attention
+        columns = torch.arange(capacity + 1)
+        visible = columns == positions[..., None]
+        return torch.where(visible, 0.0, torch.finfo(dtype).min).to(dtype)[:, None]
+
+    monkeypatch.setattr(hf_engine, "attention_mask", blind)
+    with pytest.raises(ValueError, match="logits through the slot cache differ from the model's own"):
+        Engine(tiny_model_dir, device="cpu", max_num_sequences=2, max_seq_len=64)

@@ -165,7 +165,8 @@ class TritonPythonModel:
             self.counters = _NoCounters()
         pb_utils.Logger.log_info(
             f"hf runtime: {self.engine.model.config.architectures} on {self.engine.device} ({self.engine.dtype}), "
-            f"max_seq_len {self.engine.max_seq_len}, {self.engine.max_num_sequences} sequences in flight"
+            f"max_seq_len {self.engine.max_seq_len}, {self.engine.max_num_sequences} sequences decoded together; "
+            f"{self.engine.kv_cache_note}"
         )
 
     def finalize(self):
