@@ -5,8 +5,9 @@
         [--rounds 3] [--reference static,cb|none] [--ttft-under-load] [--checkpoint-dir DIR] [--json FILE]
 
 `tiny` is the embedded tiny-llama; `1b` and `8b` are random-weight Llamas with Llama-3.2-1B's and Llama-3.1-8B's layer
-shapes and tiny-llama's tokenizer (930 tokens), made locally on the device in the chosen dtype (no Hub), saved once as
-safetensors because the engine loads a folder (`--checkpoint-dir` keeps it for the next run).
+shapes and tiny-llama's tokenizer (930 tokens), made in memory on the device in the chosen dtype (no Hub) and handed to
+the engine as they are; `--checkpoint-dir` saves them there as safetensors once and loads that folder, as serving
+does.
 
 For each concurrency c: the engine decodes c requests submitted at once (prompts of exactly --prompt-len tokens,
 different per request, end token disabled so each runs to --tokens), after a warm-up batch of the same shape; then
@@ -190,8 +191,9 @@ def ttft_under_load(engine: Engine, make, prompt_len: int, load_tokens: int, rep
 
 
 # --- the run ---------------------------------------------------------------------------------------------------------
-def prepare_checkpoint(args, device: str, dtype: str, scratch: Path) -> tuple[Path, Path, dict]:
-    """tiny-llama (always made: its tokenizer gives the prompts), and the chosen shape's checkpoint folder."""
+def prepare_checkpoint(args, device: str, dtype: str, scratch: Path) -> tuple[Path, object, dict]:
+    """tiny-llama (always made: its tokenizer gives the prompts), and the chosen shape's model: tiny's folder, a
+    model object made in memory, or (with --checkpoint-dir) a checkpoint folder built there once and reused."""
     tiny = create_tiny_llama(scratch / "tiny-llama")
     if args.shape == "tiny":
         return tiny, tiny, {}
@@ -207,6 +209,9 @@ def prepare_checkpoint(args, device: str, dtype: str, scratch: Path) -> tuple[Pa
     model = support.build_model(config, device, dtype)
     built = time.perf_counter() - started
     params = sum(p.numel() for p in model.parameters())
+    if not args.checkpoint_dir:  # the engine takes the model as it is: no gigabytes written and read back
+        print(f"{args.shape} model: {params / 1e9:.2f} B parameters, random init on {device} in {dtype} {built:.1f} s")
+        return tiny, model, {"parameters": params, "init_s": built, "in_memory": True}
     started = time.perf_counter()
     support.save_checkpoint(model, tiny, target, marker)
     saved = time.perf_counter() - started
@@ -361,6 +366,14 @@ def main() -> None:
     parser.add_argument("--checkpoint-dir", help="build the 1b/8b checkpoint here, or reuse the one already here")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one engine batch may take")
     parser.add_argument("--json", help="also write every figure to this file")
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=1,
+        help="torch threads on the CPU (default 1). The engine and the references run on different threads of this "
+        "process, and PyTorch's OpenMP runs small operations many times slower once two threads use it with more "
+        "than one thread each; one thread is also what suits a small model on a small machine.",
+    )
     args = parser.parse_args()
     references = [name for name in args.reference.split(",") if name and name != "none"]
     unknown = set(references) - {"static", "cb"}
@@ -380,6 +393,8 @@ def main() -> None:
     transformers.logging.set_verbosity_error()  # generate()'s advice about the checkpoint's sampling defaults
     device = support.resolve_device(args.device)
     dtype = support.resolve_dtype(args.dtype, device)
+    if device == "cpu" and args.cpu_threads > 0:
+        torch.set_num_threads(args.cpu_threads)
     with_load = args.ttft_under_load if args.ttft_under_load is not None else (args.shape == "tiny" and device == "cpu")
     report: dict = {"args": vars(args), "device": device, "dtype": dtype}
     run_started = time.perf_counter()
@@ -404,7 +419,8 @@ def main() -> None:
         try:
             name = torch.cuda.get_device_name(0) if engine.device.type == "cuda" else "CPU"
             print(
-                f"shape {args.shape}, device {engine.device} ({name}), dtype {engine.dtype}, torch {torch.__version__}, "
+                f"shape {args.shape}, device {engine.device} ({name}), dtype {engine.dtype}, torch {torch.__version__} "
+                f"({torch.get_num_threads()} CPU thread(s)), "
                 f"transformers {transformers.__version__}; prompts {args.prompt_len} tokens, {args.tokens} new tokens "
                 f"per request, {args.rounds} rounds; engine loaded in {report['engine_load_s']:.1f} s "
                 f"(max_seq_len {max_seq_len})",

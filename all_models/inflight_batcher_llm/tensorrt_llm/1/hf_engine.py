@@ -110,7 +110,7 @@ class Engine:
 
     def __init__(
         self,
-        model_dir: str | Path,
+        model_dir: str | Path | torch.nn.Module,
         *,
         device: str = "auto",
         dtype: str = "auto",
@@ -158,13 +158,21 @@ class Engine:
         from transformers import AutoModelForCausalLM, GenerationConfig
 
         self.device = _pick_device(device)
-        self.dtype = _pick_dtype(dtype, self.device)
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=self.dtype).to(self.device).eval()
+        if isinstance(model_dir, torch.nn.Module):  # a model already made (benchmarks: no checkpoint on disk)
+            self.model = model_dir.to(self.device).eval()
+            self.dtype = next(self.model.parameters()).dtype if dtype == "auto" else _pick_dtype(dtype, self.device)
+            self.model.to(self.dtype)
+            eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        else:
+            self.dtype = _pick_dtype(dtype, self.device)
+            self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=self.dtype).to(self.device).eval()
+            try:
+                eos = GenerationConfig.from_pretrained(str(model_dir)).eos_token_id
+            except OSError:
+                eos = None
         config = self.model.config
         self.max_seq_len = max_seq_len or int(getattr(config, "max_position_embeddings", 0) or 0) or 2048
-        try:
-            eos = GenerationConfig.from_pretrained(str(model_dir)).eos_token_id
-        except OSError:
+        if eos is None:
             eos = getattr(config, "eos_token_id", None)
         self.default_end_id = eos[0] if isinstance(eos, list) else eos
         self.vocab_size = int(config.vocab_size)  # the width of the logits
