@@ -75,3 +75,42 @@ def test_models_that_mix_attention_types_are_refused():
 
     with pytest.raises(ValueError, match="mix attention types"):
         sliding_window(Config())
+
+
+@pytest.mark.parametrize("length", [1, 5])
+def test_slot_attention_equals_attention_over_repeated_key_value_heads(length):
+    # grouped-query heads folded into the query length must give what repeating the key/value heads gives
+    from kv_slots import slot_attention
+
+    torch.manual_seed(0)
+    rows, heads, kv_heads, dim, columns = 3, 8, 2, 16, CAPACITY + 1
+    query = torch.randn(rows, heads, length, dim)
+    key, value = torch.randn(rows, kv_heads, columns, dim), torch.randn(rows, kv_heads, columns, dim)
+    positions = torch.tensor([[0, 1, 2, 3, 4][:length], [1, 2, 3, 4, 5][:length], [CAPACITY] * length])
+    mask = attention_mask(positions, CAPACITY, torch.float32, None)
+
+    class Module:
+        num_key_value_groups = heads // kv_heads
+
+    found, _ = slot_attention(Module(), query, key, value, mask, scaling=dim**-0.5)
+    repeated = (key.repeat_interleave(heads // kv_heads, 1), value.repeat_interleave(heads // kv_heads, 1))
+    expected = torch.nn.functional.scaled_dot_product_attention(query, *repeated, attn_mask=mask, scale=dim**-0.5)
+    assert found.shape == (rows, length, heads, dim)
+    assert torch.allclose(found, expected.transpose(1, 2), atol=1e-5)
+
+
+def test_the_engine_model_uses_slot_attention_and_generate_on_it_stays_right(tiny_model_dir, tiny_tokenizer):
+    from hf_engine import Engine
+    from transformers import AutoModelForCausalLM
+
+    engine = Engine(tiny_model_dir, device="cpu", max_num_sequences=2, max_seq_len=64)
+    try:
+        assert engine.slot_attention and engine.model.config._attn_implementation == "tritonrepo_slots"
+        ids = torch.tensor([tiny_tokenizer("The café in 東京").input_ids])
+        plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+        with torch.inference_mode():
+            ours = engine.model.generate(ids, max_new_tokens=12, do_sample=False, cache_implementation="static")
+            theirs = plain.generate(ids, max_new_tokens=12, do_sample=False, cache_implementation="static")
+        assert ours.tolist() == theirs.tolist()
+    finally:
+        engine.stop()

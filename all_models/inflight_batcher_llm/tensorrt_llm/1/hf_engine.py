@@ -23,7 +23,15 @@ from pathlib import Path
 
 import torch
 from batch_sampling import choose
-from kv_slots import SlotCache, attention_mask, bytes_per_slot, cache_argument, probe_layer_shapes, sliding_window
+from kv_slots import (
+    SlotCache,
+    attention_mask,
+    bytes_per_slot,
+    cache_argument,
+    install_slot_attention,
+    probe_layer_shapes,
+    sliding_window,
+)
 
 MAX_PENDING_STOPS = 4096
 PREFILL_TOKENS = 2048  # prompt tokens one prefill pass takes, over all the prompts it prefills
@@ -184,6 +192,7 @@ class Engine:
         except ValueError as error:
             raise ValueError(f"the portable runtime cannot batch {architecture}: {error}") from error
         self._cache_argument = cache_argument(self.model)
+        self.slot_attention = install_slot_attention(self.model)  # checked with the rest by the start-up check
         self.cache = self._allocate(shapes, max(1, max_num_sequences))
         self.max_num_sequences = self.cache.slots
         self._check_against_the_model(architecture)

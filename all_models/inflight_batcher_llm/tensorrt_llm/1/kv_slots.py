@@ -135,6 +135,45 @@ def attention_mask(positions: torch.Tensor, capacity: int, dtype: torch.dtype, w
     return torch.where(visible, zero, hidden)[:, None]
 
 
+ATTENTION = "tritonrepo_slots"
+
+
+def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention over the slots with grouped-query heads folded into the query length: the query heads that share a
+    key/value head attend together, so keys and values are read once, never copied per query head (transformers'
+    own SDPA path repeats them when a mask is given: on a GPU that copy cost more than the attention). Returns
+    [rows, q, heads, dim], as transformers' attention functions do."""
+    rows, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    unusual = kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None or heads % kv_heads
+    if attention_mask is None or unusual:  # not the engine's pass (e.g. generate() on the same model): the usual way
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    groups = heads // kv_heads
+    query = query.reshape(rows, kv_heads, groups * length, dim)  # head h = kv head h // groups, query g * length + t
+    if attention_mask is not None and length > 1 and groups > 1:
+        attention_mask = attention_mask.repeat(1, 1, groups, 1)
+    output = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, scale=scaling
+    )
+    return output.view(rows, heads, length, dim).transpose(1, 2).contiguous(), None
+
+
+def install_slot_attention(model) -> bool:
+    """Makes the model use slot_attention; False when it cannot switch attention functions (it keeps its own)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, slot_attention)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # masks as for SDPA when the model makes its own
+    try:
+        model.set_attn_implementation(ATTENTION)
+    except (AttributeError, ValueError):
+        return False
+    return getattr(model.config, "_attn_implementation", None) == ATTENTION
+
+
 def sliding_window(config) -> int | None:
     """The attention window every layer uses, or None for full attention; ValueError when layers differ."""
     layer_types = set(getattr(config, "layer_types", None) or [])
