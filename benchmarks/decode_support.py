@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -189,13 +190,32 @@ def generate_greedy(model, prompt: list[int], tokens: int) -> list[int]:
     """transformers' own greedy decode of one prompt, end token disabled (as the engine is asked to run)."""
     import torch
 
-    with torch.inference_mode():
+    with torch.inference_mode(), plain_model(model):
         ids = torch.tensor([prompt], device=model.device)
         mask = torch.ones_like(ids)  # explicit: token 0 is BOS here, not padding
         out = model.generate(
             ids, attention_mask=mask, max_new_tokens=tokens, do_sample=False, eos_token_id=None, pad_token_id=0
         )
     return out[0, len(prompt) :].tolist()
+
+
+@contextlib.contextmanager
+def plain_model(model):
+    """The model as transformers runs it, for the references: its own SDPA attention, not the engine's slot attention,
+    and none of the engine's compiled norms and MLPs (both are set on the model object the engine shares)."""
+    before = getattr(model.config, "_attn_implementation", None)
+    compiled = {m: m._compiled_call_impl for m in model.modules() if getattr(m, "_compiled_call_impl", None)}
+    for module in compiled:
+        module._compiled_call_impl = None
+    if before not in (None, "sdpa"):
+        model.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        if before not in (None, "sdpa"):
+            model.set_attn_implementation(before)
+        for module, call in compiled.items():
+            module._compiled_call_impl = call
 
 
 def static_reference(model, prompts: list[list[int]], tokens: int, rounds: int) -> dict:
@@ -225,8 +245,9 @@ def static_reference(model, prompts: list[list[int]], tokens: int, rounds: int) 
             raise RuntimeError(f"generate() returned {out.shape[1] - ids.shape[1]} new tokens, not {tokens}")
         return wall
 
-    warmup = warm_until_stable(run)
-    walls = [run() for _ in range(rounds)]
+    with plain_model(model):
+        warmup = warm_until_stable(run)
+        walls = [run() for _ in range(rounds)]
     rates = [len(prompts) * tokens / wall for wall in walls]
     return {"rate": statistics.median(rates), "rates": rates, "warmup_s": warmup}
 
@@ -242,9 +263,12 @@ def cb_reference(model, prompts: list[list[int]], tokens: int, rounds: int) -> d
     hints = WorkloadHints(
         max_prompt_length=max(map(len, prompts)), max_generated_length=tokens, num_requests=len(prompts)
     )
-    with model.continuous_batching_context_manager(
-        generation_config=config, workload_hints=hints, block=True, timeout=60
-    ) as manager:
+    with (
+        plain_model(model),
+        model.continuous_batching_context_manager(
+            generation_config=config, workload_hints=hints, block=True, timeout=60
+        ) as manager,
+    ):
 
         def batch() -> Batch:
             started = time.perf_counter()

@@ -362,6 +362,12 @@ def main() -> None:
         help="TTFT of a new request, idle vs while 8 decode (default: on for tiny on cpu)",
     )
     parser.add_argument("--load-tokens", type=int, default=0, help="tokens of each of the 8 (default 4 x --tokens)")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the layers' norms and MLPs (default: on CUDA only, as the runtime does)",
+    )
     parser.add_argument("--ttft-repeats", type=int, default=5)
     parser.add_argument("--checkpoint-dir", help="build the 1b/8b checkpoint here, or reuse the one already here")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one engine batch may take")
@@ -410,6 +416,7 @@ def main() -> None:
             dtype=dtype,
             max_seq_len=max_seq_len,
             max_num_sequences=max([*levels, 4, LOAD_REQUESTS + 1 if with_load else 1]),
+            compile_layers=args.compile,
         )
         engine.start()
         report["engine_load_s"] = time.perf_counter() - started
@@ -423,9 +430,10 @@ def main() -> None:
                 f"({torch.get_num_threads()} CPU thread(s)), "
                 f"transformers {transformers.__version__}; prompts {args.prompt_len} tokens, {args.tokens} new tokens "
                 f"per request, {args.rounds} rounds; engine loaded in {report['engine_load_s']:.1f} s "
-                f"(max_seq_len {max_seq_len})",
+                f"(max_seq_len {max_seq_len}); {engine.compile_note}; {engine.kv_cache_note}",
                 flush=True,
             )
+            report["compile_note"], report["kv_cache_note"] = engine.compile_note, engine.kv_cache_note
             single = parity_single(engine, prompts.make(args.prompt_len, "parity:0"), args.tokens, args.timeout)
             lengths = sorted(
                 {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -251,10 +252,13 @@ LONG_PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def small_chunks(tiny_model_dir):
-    """Four slots and prefill passes of at most 8 prompt tokens: long prompts prefill over several steps."""
-    engine = Engine(tiny_model_dir, device="cpu", max_num_sequences=4, max_seq_len=256, prefill_tokens=8)
+@pytest.fixture(scope="module", params=[False, True], ids=["results-at-once", "results-overlapped"])
+def small_chunks(tiny_model_dir, request):
+    """Four slots and prefill passes of at most 8 prompt tokens: long prompts prefill over several steps. Run both
+    ways results reach requests: at once (the CPU's way) and while the next pass runs (the GPU's way)."""
+    engine = Engine(
+        tiny_model_dir, device="cpu", max_num_sequences=4, max_seq_len=256, prefill_tokens=8, overlap=request.param
+    )
     engine.start()
     yield engine
     engine.stop()
@@ -413,3 +417,57 @@ def test_a_model_the_slots_cannot_reproduce_is_refused_at_load(tiny_model_dir, m
     monkeypatch.setattr(hf_engine, "attention_mask", blind)
     with pytest.raises(ValueError, match="logits through the slot cache differ from the model's own"):
         Engine(tiny_model_dir, device="cpu", max_num_sequences=2, max_seq_len=64)
+
+
+def test_a_request_whose_results_cannot_be_delivered_fails_alone(small_chunks, tiny_tokenizer, tiny_reference_model):
+    engine = small_chunks
+    expected = reference_greedy(tiny_reference_model, tiny_tokenizer, LONG_PROMPTS[0], 20)
+    keeps = Collector(engine, _ids(tiny_tokenizer, LONG_PROMPTS[0]), SamplingParams(max_new_tokens=20))
+    breaks = Collector(engine, _ids(tiny_tokenizer, LONG_PROMPTS[1]), SamplingParams(max_new_tokens=20))
+
+    def gone(sequence, result, original=breaks._on_step):
+        original(sequence, result)
+        if len(breaks.tokens) == 3:
+            raise ConnectionError("the client went away")
+
+    breaks.sequence.on_step = gone
+    assert keeps.wait().tokens == expected
+    breaks.wait()
+    assert len(breaks.tokens) == 3 and [type(e) for e in breaks.errors] == [ConnectionError]
+
+
+def test_layers_that_fail_to_compile_run_uncompiled_and_say_so(tiny_model_dir, tiny_tokenizer, tiny_reference_model):
+    import hf_engine
+
+    def broken(model):  # stands in for a machine without a working compiler: every compiled part raises
+        parts = [m for m in model.modules() if type(m).__name__.endswith("MLP")]
+        for part in parts:
+            part._compiled_call_impl = lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("no C compiler"))
+        return parts
+
+    original = hf_engine.compile_parts
+    hf_engine.compile_parts = broken
+    try:
+        engine = Engine(tiny_model_dir, device="cpu", max_num_sequences=2, max_seq_len=64, compile_layers=True)
+    finally:
+        hf_engine.compile_parts = original
+    engine.start()
+    try:
+        assert engine.compile_note == "layers not compiled: torch.compile failed (RuntimeError: no C compiler)"
+        run = Collector(engine, _ids(tiny_tokenizer, PROMPTS[0]), SamplingParams(max_new_tokens=8)).wait()
+        assert run.tokens == reference_greedy(tiny_reference_model, tiny_tokenizer, PROMPTS[0], 8)
+    finally:
+        engine.stop()
+
+
+def test_compiled_layers_give_the_models_own_tokens(tiny_model_dir, tiny_tokenizer, tiny_reference_model):
+    # On a GPU the norms and MLPs are compiled by default; on a CPU only when asked (inductor's C++ build is slow).
+    engine = Engine(tiny_model_dir, device="cpu", max_num_sequences=2, max_seq_len=64, compile_layers=True)
+    engine.start()
+    try:
+        assert re.fullmatch(r"[1-9]\d* norm and MLP modules compiled in [\d.]+ s", engine.compile_note)
+        runs = [Collector(engine, _ids(tiny_tokenizer, p), SamplingParams(max_new_tokens=12)) for p in PROMPTS[:2]]
+        expected = [reference_greedy(tiny_reference_model, tiny_tokenizer, p, 12) for p in PROMPTS[:2]]
+        assert [run.wait().tokens for run in runs] == expected
+    finally:
+        engine.stop()

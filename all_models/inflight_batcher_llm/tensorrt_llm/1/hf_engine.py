@@ -3,7 +3,8 @@
 Every sequence in flight decodes in one forward pass per step, over a KV cache of fixed slots allocated once
 (kv_slots.py); new requests join between steps, their prompts prefilled together in chunks so a long prompt does not
 stall the others; finished and cancelled ones leave at once. On CUDA each decode batch size replays a captured CUDA
-graph. No Triton imports here: `model.py` adapts this engine to the tensorrt_llm tensor contract, and tests drive it
+graph of the model whose normalizations and MLPs are compiled (compiled_parts.py), and each step's results are
+handed to the requests (Triton responses) while the GPU computes the next step. No Triton imports here: `model.py` adapts this engine to the tensorrt_llm tensor contract, and tests drive it
 directly.
 
 Semantics follow TensorRT-LLM where they differ from transformers: the end token is not part of the output, stop
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 from batch_sampling import choose
+from compiled_parts import compile_parts, uncompile
 from kv_slots import (
     SlotCache,
     attention_mask,
@@ -126,6 +128,8 @@ class Engine:
         max_num_sequences: int = 8,
         cuda_graphs: bool = True,
         prefill_tokens: int = PREFILL_TOKENS,
+        compile_layers: bool | None = None,
+        overlap: bool | None = None,
     ) -> None:
         self._incoming: queue.Queue[Sequence] = queue.Queue()
         self._waiting: collections.deque[Sequence] = collections.deque()
@@ -138,13 +142,27 @@ class Engine:
         self._next_cancel_check = 0.0
         self._running = False
         self._go = threading.Event()
+        # Results of the last pass not yet handed to their requests: delivered once the next pass is launched, so the
+        # callbacks (Triton responses) run on the host while the device computes.
+        # On a CPU a pass runs while it is called, so there is nothing to overlap: results go out at once.
+        self._delivering: list[tuple[Sequence, StepResult]] = []
+        self._overlap = overlap
         # How many sequences each pass carried (passes counted by size): what batching achieved, for tests and logs.
         self.decode_batches: collections.Counter[int] = collections.Counter()
         self.prefill_batches: collections.Counter[int] = collections.Counter()
         # Every torch call of the engine, loading included, runs on its own thread: on the CPU, small operations
         # from a second thread run many times slower once another thread has used PyTorch's OpenMP pool.
         ready: queue.Queue[BaseException | None] = queue.Queue()
-        settings = (model_dir, device, dtype, max_seq_len, max_num_sequences, cuda_graphs, prefill_tokens)
+        settings = (
+            model_dir,
+            device,
+            dtype,
+            max_seq_len,
+            max_num_sequences,
+            cuda_graphs,
+            prefill_tokens,
+            compile_layers,
+        )
         self._thread = threading.Thread(target=self._run, args=(settings, ready), name="hf-engine", daemon=True)
         self._thread.start()
         error = ready.get()
@@ -162,7 +180,9 @@ class Engine:
         self._go.wait()
         self._loop()
 
-    def _load(self, model_dir, device, dtype, max_seq_len, max_num_sequences, cuda_graphs, prefill_tokens) -> None:
+    def _load(
+        self, model_dir, device, dtype, max_seq_len, max_num_sequences, cuda_graphs, prefill_tokens, compile_layers
+    ) -> None:
         from transformers import AutoModelForCausalLM, GenerationConfig
 
         self.device = _pick_device(device)
@@ -195,8 +215,30 @@ class Engine:
         self.slot_attention = install_slot_attention(self.model)  # checked with the rest by the start-up check
         self.cache = self._allocate(shapes, max(1, max_num_sequences))
         self.max_num_sequences = self.cache.slots
+        if self._overlap is None:
+            self._overlap = self.device.type == "cuda"
+        self.compile_note = self._compile(
+            architecture, self.device.type == "cuda" if compile_layers is None else compile_layers
+        )
         self._check_against_the_model(architecture)
         self._graphs = _DecodeGraphs(self) if cuda_graphs and self.device.type == "cuda" else None
+
+    def _compile(self, architecture: str, wanted: bool) -> str:
+        """Compiles the layers' norms and MLPs (on CUDA by default) and runs the start-up check through them, which
+        compiles them for the shapes of a prefill and of a decode; any failure leaves them uncompiled, and says so."""
+        if not wanted:
+            return "layers not compiled"
+        started = time.perf_counter()
+        parts = compile_parts(self.model)
+        if not parts:
+            return "layers not compiled (no normalization or MLP modules found)"
+        try:
+            self._check_against_the_model(architecture)
+        except Exception as error:  # a compiler missing or failing, or compiled logits that differ: run uncompiled
+            uncompile(parts)
+            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            return f"layers not compiled: torch.compile failed ({type(error).__name__}: {reason})"
+        return f"{len(parts)} norm and MLP modules compiled in {time.perf_counter() - started:.1f} s"
 
     # --- memory --------------------------------------------------------------------------------------------------------
     def _allocate(self, shapes, wanted: int) -> SlotCache:
@@ -299,8 +341,12 @@ class Engine:
                 if self._decoding:
                     self._decode_step()
             except Exception as error:  # a failing pass fails the sequences in it, never the engine
+                self._deliver()
                 for sequence in [*self._decoding, *self._prefilling]:
                     self._fail(sequence, error)
+            if not (self._decoding or self._prefilling):
+                self._deliver()  # nothing runs next: no reason to hold results back
+        self._deliver()
 
     def _take_incoming(self) -> None:
         idle = not (self._decoding or self._prefilling or self._waiting)
@@ -316,9 +362,15 @@ class Engine:
         if now < self._next_cancel_check and not self._cancelled_keys:
             return
         self._next_cancel_check = now + CANCEL_CHECK_S
-        for sequence in [*self._decoding, *self._prefilling, *self._waiting]:
-            if self._claim_stop(sequence.key) or sequence.is_cancelled():
-                self._retire(sequence)
+        cancelled = [
+            sequence
+            for sequence in [*self._decoding, *self._prefilling, *self._waiting]
+            if self._claim_stop(sequence.key) or sequence.is_cancelled()
+        ]
+        if cancelled:
+            self._deliver()  # what a request produced before it was cancelled reaches it first
+        for sequence in cancelled:
+            if self._retire(sequence):  # not if it finished (or failed) meanwhile
                 sequence.on_cancel(sequence)
 
     def _start_prefill(self) -> None:
@@ -354,9 +406,13 @@ class Engine:
         keep_all = any(s.params.return_context_logits for s in rows)
         block = slice(rows[0].slot, rows[0].slot + len(rows))
         logits = self._forward(block, tokens.to(self.device), positions.to(self.device), keep_all=keep_all)
+        for sequence, take in zip(rows, takes, strict=True):
+            sequence.cached += take
+        self._deliver()  # the previous pass's results, while the device runs this one
         done = []
         for r, (sequence, take) in enumerate(zip(rows, takes, strict=True)):
-            sequence.cached += take
+            if sequence.slot < 0:  # failed while its results were delivered
+                continue
             if sequence.params.return_context_logits:
                 sequence.context_logits.append(logits[r, width - take :].to("cpu", torch.float32, copy=True))
             if sequence.cached == len(sequence.prompt_ids):
@@ -384,6 +440,7 @@ class Engine:
             logits = self._forward(block, token_tensor, position_tensor)[:, -1].float()
         for sequence in rows:
             sequence.cached += 1
+        self._deliver()  # the previous pass's results, while the device runs this one
         self._emit(rows, logits)
 
     def _forward(self, block: slice, tokens: torch.Tensor, positions: torch.Tensor, keep_all: bool = False):
@@ -412,16 +469,27 @@ class Engine:
         tokens, log_probs = choose(rows, logits)
         finished = []
         for i, sequence in enumerate(rows):
+            if sequence.slot < 0:  # retired while this pass ran (its results failed to reach it)
+                continue
             extra = {"generation_logits": raw.get(i), "context_logits": (context or {}).get(i)}
             result = self._advance(sequence, tokens[i], log_probs[i], extra)
             if result.finished:
                 finished.append(sequence)
-            try:
-                sequence.on_step(sequence, result)
-            except Exception as error:  # e.g. the client went away while we were sending
-                self._fail(sequence, error)
+            self._delivering.append((sequence, result))
         for sequence in finished:
             self._retire(sequence)
+        if not self._overlap:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """Hands the results held back to their requests; one whose delivery fails (e.g. its client went away) is
+        failed and leaves the batch."""
+        delivering, self._delivering = self._delivering, []
+        for sequence, result in delivering:
+            try:
+                sequence.on_step(sequence, result)
+            except Exception as error:
+                self._fail(sequence, error)
 
     def _advance(self, sequence: Sequence, token: int, log_prob: float, extra: dict) -> StepResult:
         params = sequence.params

@@ -166,7 +166,7 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(
             f"hf runtime: {self.engine.model.config.architectures} on {self.engine.device} ({self.engine.dtype}), "
             f"max_seq_len {self.engine.max_seq_len}, {self.engine.max_num_sequences} sequences decoded together; "
-            f"{self.engine.kv_cache_note}"
+            f"{self.engine.kv_cache_note}; {self.engine.compile_note}"
         )
 
     def finalize(self):
