@@ -25,10 +25,6 @@ engine)
     --json "$OUT/engine.json"
   ;;
 serve)
-  if [ -n "${SITE_BUNDLE:-}" ]; then
-    mkdir -p /tmp/bundle && tar -xJf "$SITE_BUNDLE" -C /tmp/bundle && export PYTHONPATH=/tmp/bundle/site:$PYTHONPATH
-  fi
-  "$PY" -c 'import numpy, tritonclient, fastapi; print("numpy", numpy.__version__, "(the bundled tritonserver 2.51 needs numpy<2)")'
   if [ ! -f "$CHECKPOINT/config.json" ]; then
     "$PY" - "$CHECKPOINT" <<'EOF'
 import sys, tempfile, time
@@ -44,6 +40,20 @@ support.save_checkpoint(model, tiny, Path(sys.argv[1]), {"shape": "8b", "dtype":
 print(f"8b checkpoint made and saved in {time.perf_counter() - started:.0f} s")
 EOF
   fi
+  if [ -n "${SITE_BUNDLE:-}" ]; then  # after the checkpoint: the bundle's numpy 1.x is for serving only
+    mkdir -p /tmp/bundle && tar -xJf "$SITE_BUNDLE" -C /tmp/bundle && export PYTHONPATH=/tmp/bundle/site:$PYTHONPATH
+    # transformers imports scikit-learn when it is installed, and a scikit-learn/SciPy built for numpy 2 fails to
+    # import under numpy 1.x: a stand-in package hides it (transformers uses it only for assisted generation).
+    mkdir -p /tmp/bundle/site/sklearn
+    echo '"""Stand-in hiding scikit-learn from transformers in a numpy 1.x serving environment."""' \
+      > /tmp/bundle/site/sklearn/__init__.py
+    cat > /tmp/bundle/site/sklearn/metrics.py <<'EOF'
+def roc_curve(*args, **kwargs):
+    raise ImportError("scikit-learn is hidden in this serving environment")
+EOF
+  fi
+  "$PY" -c 'import numpy, tritonclient, fastapi; print("numpy", numpy.__version__, "(the bundled tritonserver 2.51 needs numpy<2)")'
+  "$PY" -c 'from transformers import AutoModelForCausalLM, AutoTokenizer; print("transformers imports")' || exit 1
   start=$(date +%s)
   "$PY" -m tritonrepo.cli.main build --model "$CHECKPOINT" --output /tmp/repo-8b --runtime hf \
     --max-batch-size 32 --max-input-len 192 --max-seq-len 320 || exit 1
