@@ -33,16 +33,9 @@ from tritonrepo.repository.render import render_repository, templates_root
 from tritonrepo.repository.validate import check_repository, validate_repository
 from tritonrepo.repository.writer import place_files, staged_directory, write_rendered
 from tritonrepo.source.catalog import ModelFacts, reasoning_parser
+from tritonrepo.source.checkpoint_files import CHECKPOINT_FILES, TOKENIZER_FILES
 from tritonrepo.source.generation_config import sampling_defaults
-from tritonrepo.source.resolve import (
-    CHECKPOINT_FILES,
-    TOKENIZER_FILES,
-    ModelSource,
-    cache_root,
-    model_facts,
-    model_reference,
-    resolve_model,
-)
+from tritonrepo.source.resolve import ModelSource, cache_root, model_facts, model_reference, resolve_model
 from tritonrepo.stage_cache import FileDigests, StageCache, digest
 from tritonrepo.trtllm.adapter import InstalledTensorRTLLM, TensorRTLLM
 
