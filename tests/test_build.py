@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tritonrepo import build as build_module
-from tritonrepo.build import BuildRequest, build
 from tritonrepo.cli.main import cli
 from tritonrepo.errors import HardwareError, PlanError, ValidationError
+from tritonrepo.planning import build as build_module
+from tritonrepo.planning.build import BuildRequest, build
 from tritonrepo.repository.manifest import MANIFEST, file_digests, sha256_file
 from tritonrepo.repository.validate import validate_repository
 from tritonrepo.repository.writer import OutputError

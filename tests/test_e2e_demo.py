@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import BuildRequest, build
 
     root = tmp_path_factory.mktemp("e2e-demo")
     repository = build(BuildRequest(model="scripted-llama", output=root / "scripted-llama")).path

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import BuildRequest, build
 
     return build(BuildRequest(model="tiny-llama", output=tmp_path_factory.mktemp("faults") / "tiny-llama")).path
 

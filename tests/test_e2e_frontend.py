@@ -24,7 +24,7 @@ MESSAGES = [{"role": "user", "content": "What does 猫 mean?"}]
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import BuildRequest, build
 
     root = tmp_path_factory.mktemp("e2e-frontend")
     repository = build(BuildRequest(model="scripted-llama", output=root / "scripted-llama")).path

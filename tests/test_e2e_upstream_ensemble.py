@@ -21,7 +21,7 @@ PROMPT = "The café in 東京 serves"
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import BuildRequest, build
     from tritonrepo.repository.manifest import file_entry, read_manifest, write_manifest
 
     root = tmp_path_factory.mktemp("upstream-ensemble")

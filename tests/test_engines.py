@@ -13,13 +13,13 @@ from doubles import trtllm_double
 from test_storage_s3 import _credentials, bucket, endpoint, options, s3  # noqa: F401 (fixtures)
 from test_trtllm_commands import SEED_BUILD_FLAGS, flags
 
-from tritonrepo import build as build_module
-from tritonrepo.build import BuildRequest, build
 from tritonrepo.cli.main import cli
-from tritonrepo.engines import build_command, check_engines, engine_spec
 from tritonrepo.errors import EngineBuildError, EngineMismatchError
 from tritonrepo.hardware import parse_gpu
-from tritonrepo.plan import PlanRequest, plan_deployment
+from tritonrepo.planning import build as build_module
+from tritonrepo.planning.build import BuildRequest, build
+from tritonrepo.planning.engines import build_command, check_engines, engine_spec
+from tritonrepo.planning.plan import PlanRequest, plan_deployment
 from tritonrepo.repository.manifest import MANIFEST
 from tritonrepo.repository.validate import validate_repository
 from tritonrepo.source.catalog import lookup

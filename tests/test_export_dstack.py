@@ -451,8 +451,8 @@ def _export(tmp_path: Path, monkeypatch, *args: str) -> Path:
 
 def test_export_of_deepseek_r1_on_eight_h200_is_a_trtllm_serve_service(tmp_path, monkeypatch):
     from tritonrepo.hardware import parse_gpu
+    from tritonrepo.planning.llmapi import LlmApiRequest, plan_llmapi
     from tritonrepo.pytorch_path.llm_options import options_yaml
-    from tritonrepo.pytorch_path.tuning import LlmApiRequest, plan_llmapi
     from tritonrepo.source.catalog import lookup
 
     out = _export(tmp_path, monkeypatch, "--model", "DeepSeek-R1", "--gpu", "H200 x8")

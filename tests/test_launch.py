@@ -76,7 +76,7 @@ def test_engines_are_checked_against_this_machine_before_tritonserver_starts(tmp
 # --- serve validates first (issue 12, items 11 and 14) --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import BuildRequest, build
 
     return build(BuildRequest(model="tiny-llama", output=tmp_path_factory.mktemp("built") / "tiny-llama")).path
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tritonrepo.errors import PlanError
-from tritonrepo.plan import choose_runtime, plan_limits
+from tritonrepo.planning.plan import choose_runtime, plan_limits
 
 
 @pytest.mark.parametrize(

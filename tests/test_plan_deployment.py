@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from tritonrepo.cli.main import cli
 from tritonrepo.errors import PlanDoesNotFitError, PlanError
 from tritonrepo.hardware import parse_gpu
-from tritonrepo.memory import GIB
-from tritonrepo.plan import PlanRequest, plan_deployment
+from tritonrepo.planning.memory import GIB
+from tritonrepo.planning.plan import PlanRequest, plan_deployment
 from tritonrepo.source.catalog import lookup
 
 SEED = PlanRequest(max_seq_len=8192, max_input_len=4096, max_batch_size=256)

@@ -18,14 +18,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tritonrepo.build import BuildRequest, build
 from tritonrepo.cli.main import cli
 from tritonrepo.errors import PlanError
 from tritonrepo.hardware import parse_gpu
+from tritonrepo.planning.build import BuildRequest, build
+from tritonrepo.planning.llmapi import LlmApiRequest, plan_llmapi
+from tritonrepo.planning.llmapi_support import UnsupportedHardwareError
 from tritonrepo.pytorch_path import launch_files
 from tritonrepo.pytorch_path.llm_options import cuda_graph_batch_sizes, extra_options, llm_args, options_yaml
-from tritonrepo.pytorch_path.support import UnsupportedHardwareError
-from tritonrepo.pytorch_path.tuning import LlmApiRequest, plan_llmapi
 from tritonrepo.repository.manifest import MANIFEST
 from tritonrepo.repository.validate import check_repository
 from tritonrepo.source.catalog import lookup
@@ -338,8 +338,8 @@ def _local_fp4_checkpoint(local: Path) -> Path:
 def test_the_first_serve_check_reads_no_weight_the_build_hashed(tmp_path, monkeypatch):
     """A linked checkpoint may be hundreds of GB: build hashes it once (with progress) and remembers the digests under
     the repository's paths, so serve's integrity check does not hash it again."""
+    from tritonrepo.planning.stage_cache import FileDigests
     from tritonrepo.repository import integrity, validate
-    from tritonrepo.stage_cache import FileDigests
 
     local = _local_fp4_checkpoint(tmp_path / "my-r1")
     (local / "model-00001-of-00001.safetensors").write_bytes(b"w" * 4096)
@@ -355,7 +355,7 @@ def test_the_first_serve_check_reads_no_weight_the_build_hashed(tmp_path, monkey
         return original(self, path)
 
     monkeypatch.setattr(FileDigests, "of", recording)
-    monkeypatch.setattr("tritonrepo.stage_cache.sha256_file", lambda path: pytest.fail(f"{path} hashed again"))
+    monkeypatch.setattr("tritonrepo.planning.stage_cache.sha256_file", lambda path: pytest.fail(f"{path} hashed again"))
     assert validate.validate_repository(target) == []
     assert "model-00001-of-00001.safetensors" in hashed  # asked of the memo, which knew it
 

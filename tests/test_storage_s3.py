@@ -15,10 +15,10 @@ import requests
 from click.testing import CliRunner
 from conftest import free_port
 
-from tritonrepo import stage_cache as stage_cache_module
-from tritonrepo.build import BuildRequest, build
 from tritonrepo.cli.main import cli
 from tritonrepo.errors import BucketNotFoundError, IntegrityError, StorageAuthError, StorageError, UnsafeKeyError
+from tritonrepo.planning import stage_cache as stage_cache_module
+from tritonrepo.planning.build import BuildRequest, build
 from tritonrepo.repository.manifest import MANIFEST, sha256_file
 from tritonrepo.storage import TransferOptions, pull, push
 from tritonrepo.storage import transfer as transfer_module

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from tritonrepo import hardware
-from tritonrepo.engines import build_command
-from tritonrepo.plan import DeploymentPlan, PlanRequest, plan_deployment
+from tritonrepo.planning.engines import build_command
+from tritonrepo.planning.plan import DeploymentPlan, PlanRequest, plan_deployment
 from tritonrepo.source.resolve import model_facts, model_reference
 from tritonrepo.trtllm.versions import newest_container
 

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonrepo import __version__, hardware, progress
-from tritonrepo.engines import build_engines, engine_record, engine_spec
 from tritonrepo.errors import PlanError
-from tritonrepo.plan import DeploymentPlan, Limits, PlanRequest, RuntimeChoice, plan_deployment
-from tritonrepo.pytorch_path.tuning import LlmApiRequest
+from tritonrepo.planning.engines import build_engines, engine_record, engine_spec
+from tritonrepo.planning.llmapi import LlmApiRequest
+from tritonrepo.planning.plan import DeploymentPlan, Limits, PlanRequest, RuntimeChoice, plan_deployment
+from tritonrepo.planning.stage_cache import FileDigests, StageCache, digest
 from tritonrepo.repository.integrity import remember_large_files
 from tritonrepo.repository.manifest import (
     FORMAT,
@@ -36,7 +37,6 @@ from tritonrepo.source.catalog import ModelFacts, reasoning_parser
 from tritonrepo.source.checkpoint_files import CHECKPOINT_FILES, TOKENIZER_FILES
 from tritonrepo.source.generation_config import sampling_defaults
 from tritonrepo.source.resolve import ModelSource, cache_root, model_facts, model_reference, resolve_model
-from tritonrepo.stage_cache import FileDigests, StageCache, digest
 from tritonrepo.trtllm.adapter import InstalledTensorRTLLM, TensorRTLLM
 
 DEFAULT_OUTPUT_ROOT = Path("build")

@@ -197,7 +197,7 @@ def _refuse(model: str, precision: str, hardware: Hardware, why: str, *, need: i
 
 def _fitting_distill(hardware: Hardware) -> str | None:
     """The largest DeepSeek-R1 distill our engine planner fits on this hardware, as a suggestion."""
-    from tritonrepo.plan import PlanRequest, plan_deployment  # the planner imports this module; import late
+    from tritonrepo.planning.plan import PlanRequest, plan_deployment  # the planner imports this module; import late
     from tritonrepo.source.catalog import lookup
 
     for name in DISTILLS:

@@ -1,4 +1,4 @@
-"""The PyTorch-backend deployment plan: layout (support.py) plus the serving knobs a `--profile` chooses. Pure.
+"""The PyTorch-backend deployment plan: layout (llmapi_support.py) plus the serving knobs a `--profile` chooses. Pure.
 
 Throughput follows the DeepSeek-R1 recipe's max-throughput settings (seed 001: attention data parallelism, CUDA graphs
 up to batch 128 with padding, fp8 KV cache, MTP with one next-n layer, stream interval 10); latency keeps attention
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 from tritonrepo.errors import PlanError
 from tritonrepo.hardware import Hardware
-from tritonrepo.pytorch_path.support import Sizing, checkpoint_precision, size
+from tritonrepo.planning.llmapi_support import Sizing, checkpoint_precision, size
 from tritonrepo.source.catalog import ModelFacts
 from tritonrepo.trtllm.versions import Version, container_for, parse_version
 

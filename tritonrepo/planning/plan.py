@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 from tritonrepo.errors import PlanDoesNotFitError, PlanError
 from tritonrepo.hardware import GpuSpec, Hardware, known_profiles
-from tritonrepo.memory import MemoryEstimate, estimate, gib
-from tritonrepo.pytorch_path.tuning import LlmApiPlan, LlmApiRequest, plan_llmapi
+from tritonrepo.planning.llmapi import LlmApiPlan, LlmApiRequest, plan_llmapi
+from tritonrepo.planning.memory import MemoryEstimate, estimate, gib
 from tritonrepo.source.catalog import ModelFacts, reasoning_parser
 
 RUNTIMES = ("auto", "hf", "tensorrtllm")
@@ -20,7 +20,7 @@ DEFAULT_ENGINE_MAX_SEQ_LEN = 8192
 DEFAULT_ENGINE_BATCH = 256
 DEFAULT_MAX_NUM_TOKENS = 8192  # trtllm-build's own default
 USEFUL_SEQUENCES = 4  # a KV cache that holds fewer full-length sequences than this is not worth serving from
-DEFAULT_KV_FRACTION = 0.9  # engines; the PyTorch path has its own (pytorch_path/tuning.py)
+DEFAULT_KV_FRACTION = 0.9  # engines; the PyTorch path has its own (planning/llmapi.py)
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,7 @@ def _pytorch_path_plan(
     model: str, model_ref: str, facts: ModelFacts, hardware: Hardware, request: PlanRequest, installed: str | None
 ) -> DeploymentPlan:
     """DeepSeek-V3-architecture MoE models: no engine compile; TensorRT-LLM's PyTorch backend (trtllm-serve or the
-    llmapi Triton model), sized by pytorch_path/."""
+    llmapi Triton model), sized by llmapi.py."""
     if request.tp_size or request.quantization != "none" or request.max_input_len:
         raise PlanError(
             f"{model} takes the PyTorch-backend path, where --tp-size, --quantization and --max-input-len do not "

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tritonrepo.memory import gib
-from tritonrepo.plan import DeploymentPlan
+from tritonrepo.planning.memory import gib
+from tritonrepo.planning.plan import DeploymentPlan
 
 
 def _count(params: int) -> str:
