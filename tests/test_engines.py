@@ -19,7 +19,8 @@ from tritonrepo.hardware import parse_gpu
 from tritonrepo.planning import build as build_module
 from tritonrepo.planning.build import BuildRequest, build
 from tritonrepo.planning.engines import build_command, check_engines, engine_spec
-from tritonrepo.planning.plan import PlanRequest, plan_deployment
+from tritonrepo.planning.planner import plan_deployment
+from tritonrepo.planning.request import PlanRequest
 from tritonrepo.repository.manifest import MANIFEST
 from tritonrepo.repository.validate import validate_repository
 from tritonrepo.source.catalog import lookup

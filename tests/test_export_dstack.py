@@ -451,7 +451,8 @@ def _export(tmp_path: Path, monkeypatch, *args: str) -> Path:
 
 def test_export_of_deepseek_r1_on_eight_h200_is_a_trtllm_serve_service(tmp_path, monkeypatch):
     from tritonrepo.hardware import parse_gpu
-    from tritonrepo.planning.llmapi import LlmApiRequest, plan_llmapi
+    from tritonrepo.planning.llmapi import plan_llmapi
+    from tritonrepo.planning.request import LlmApiRequest
     from tritonrepo.pytorch_path.llm_options import options_yaml
     from tritonrepo.source.catalog import lookup
 

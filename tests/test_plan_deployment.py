@@ -11,7 +11,8 @@ from tritonrepo.cli.main import cli
 from tritonrepo.errors import PlanDoesNotFitError, PlanError
 from tritonrepo.hardware import parse_gpu
 from tritonrepo.planning.memory import GIB
-from tritonrepo.planning.plan import PlanRequest, plan_deployment
+from tritonrepo.planning.planner import plan_deployment
+from tritonrepo.planning.request import PlanRequest
 from tritonrepo.source.catalog import lookup
 
 SEED = PlanRequest(max_seq_len=8192, max_input_len=4096, max_batch_size=256)

@@ -22,8 +22,10 @@ from tritonrepo.cli.main import cli
 from tritonrepo.errors import PlanError
 from tritonrepo.hardware import parse_gpu
 from tritonrepo.planning.build import BuildRequest, build
-from tritonrepo.planning.llmapi import LlmApiRequest, plan_llmapi
+from tritonrepo.planning.llmapi import plan_llmapi
 from tritonrepo.planning.llmapi_support import UnsupportedHardwareError
+from tritonrepo.planning.planner import plan_deployment
+from tritonrepo.planning.request import LlmApiRequest, PlanRequest
 from tritonrepo.pytorch_path import launch_files
 from tritonrepo.pytorch_path.llm_options import cuda_graph_batch_sizes, extra_options, llm_args, options_yaml
 from tritonrepo.repository.manifest import MANIFEST
@@ -160,8 +162,10 @@ def test_llm_args_hold_every_flag_for_the_llmapi_model():
     ],  # fmt: skip
 )
 def test_too_little_or_the_wrong_hardware_is_refused_with_numbers_and_alternatives(model, gpu, version, expected):
-    with pytest.raises(UnsupportedHardwareError) as caught:
-        _plan(model, gpu, trtllm_version=version)
+    entry = lookup(model)
+    request = PlanRequest(llmapi=LlmApiRequest(trtllm_version=version))
+    with pytest.raises(UnsupportedHardwareError) as caught:  # through the planner, which adds a distill that fits
+        plan_deployment(entry.name, entry.facts, parse_gpu(gpu), request, tensorrt_llm_available=False)
     text = f"{caught.value} {caught.value.hint}"
     for phrase in expected:
         assert phrase in text

@@ -64,7 +64,7 @@ def _pytorch_path_options(command):
 
 
 def _llmapi_request(profile, serving, trtllm_version, nodes, ep_size, mtp, kv_cache_dtype):
-    from tritonrepo.planning.llmapi import LlmApiRequest
+    from tritonrepo.planning.request import LlmApiRequest
 
     return LlmApiRequest(
         profile=profile, serving=serving, trtllm_version=trtllm_version, nodes=nodes, ep_size=ep_size,
@@ -166,9 +166,9 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
 def plan(model, gpu, runtime, quantization, tp_size, pp_size, max_batch_size, max_input_len, max_seq_len,
          max_num_tokens, kv_cache_free_gpu_mem_fraction, revision, offline, as_json, **pytorch_path) -> None:  # fmt: skip
     """Show the deployment plan for MODEL on this machine's GPUs or on --gpu; no GPU needed."""
-    from tritonrepo.planning.plan import PlanRequest
     from tritonrepo.planning.preview import make_plan
     from tritonrepo.planning.report import format_plan
+    from tritonrepo.planning.request import PlanRequest
 
     request = PlanRequest(
         runtime=runtime,
@@ -212,8 +212,8 @@ def export_dstack(model, gpu, quantization, max_batch_size, max_seq_len, output,
     """dstack task/service configurations that build and serve MODEL on --gpu (`dstack apply -f <file>`)."""
     from tritonrepo.export.dstack import render_dstack, write_configurations
     from tritonrepo.export.from_plan import dstack_target
-    from tritonrepo.planning.plan import PlanRequest
     from tritonrepo.planning.preview import make_plan
+    from tritonrepo.planning.request import PlanRequest
 
     request = PlanRequest(
         max_batch_size=max_batch_size, max_seq_len=max_seq_len, quantization=quantization,

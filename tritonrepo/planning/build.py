@@ -9,8 +9,10 @@ from pathlib import Path
 from tritonrepo import __version__, hardware, progress
 from tritonrepo.errors import PlanError
 from tritonrepo.planning.engines import build_engines, engine_record, engine_spec
-from tritonrepo.planning.llmapi import LlmApiRequest
-from tritonrepo.planning.plan import DeploymentPlan, Limits, PlanRequest, RuntimeChoice, plan_deployment
+from tritonrepo.planning.limits import Limits
+from tritonrepo.planning.plan import DeploymentPlan, RuntimeChoice
+from tritonrepo.planning.planner import plan_deployment
+from tritonrepo.planning.request import LlmApiRequest, PlanRequest
 from tritonrepo.planning.stage_cache import FileDigests, StageCache, digest
 from tritonrepo.repository.integrity import remember_large_files
 from tritonrepo.repository.manifest import (

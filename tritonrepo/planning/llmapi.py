@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass
 from tritonrepo.errors import PlanError
 from tritonrepo.hardware import Hardware
 from tritonrepo.planning.llmapi_support import Sizing, checkpoint_precision, size
+from tritonrepo.planning.request import LlmApiRequest
 from tritonrepo.source.catalog import ModelFacts
-from tritonrepo.trtllm.versions import Version, container_for, parse_version
+from tritonrepo.trtllm.versions import Version, container_for, newest_container, parse_version
 
 PROFILES = ("throughput", "latency")
 SERVINGS = ("trtllm-serve", "triton")
@@ -44,26 +45,6 @@ PROFILE_KNOBS = {
     "latency": Knobs(max_batch_size=32, cuda_graph_max_batch_size=32, attention_dp=False, mtp_layers=3,
                      stream_interval=1),
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class LlmApiRequest:
-    """What the user asked for on the PyTorch path; None means "choose for me"."""
-
-    profile: str = "throughput"
-    serving: str = "trtllm-serve"
-    trtllm_version: str | None = None  # None: the installed one, else the newest known container's
-    nodes: int | None = None
-    pp_size: int = 1
-    ep_size: int | None = None
-    mtp_layers: int | None = None
-    kv_cache_dtype: str | None = None
-    max_batch_size: int | None = None
-    max_num_tokens: int | None = None
-    max_seq_len: int | None = None
-    kv_cache_free_gpu_memory_fraction: float | None = None
-    host: str = "0.0.0.0"
-    port: int = 8000
 
 
 @dataclass(frozen=True)
@@ -105,8 +86,6 @@ class LlmApiPlan:
 
 
 def default_version(installed: str | None) -> str:
-    from tritonrepo.trtllm.versions import newest_container
-
     return installed or newest_container().trtllm
 
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass, replace
 
 from tritonrepo import hardware
 from tritonrepo.planning.engines import build_command
-from tritonrepo.planning.plan import DeploymentPlan, PlanRequest, plan_deployment
+from tritonrepo.planning.plan import DeploymentPlan
+from tritonrepo.planning.planner import plan_deployment
+from tritonrepo.planning.request import PlanRequest
 from tritonrepo.source.resolve import model_facts, model_reference
 from tritonrepo.trtllm.versions import newest_container
 
