@@ -10,7 +10,7 @@ from tritonrepo.hardware import GpuSpec, Hardware, known_profiles
 from tritonrepo.planning.limits import Limits, plan_limits
 from tritonrepo.planning.memory import MemoryEstimate, estimate, gib
 from tritonrepo.planning.plan import DeploymentPlan
-from tritonrepo.planning.request import PlanRequest
+from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.source.catalog import ModelFacts
 
 ENGINE_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")  # what our TensorRT-LLM convert path handles
@@ -22,7 +22,7 @@ DEFAULT_KV_FRACTION = 0.9  # engines; the PyTorch path has its own (planning/llm
 
 
 def plan_engines(
-    model: str, facts: ModelFacts, hardware: Hardware, request: PlanRequest, reason: str
+    model: str, facts: ModelFacts, hardware: Hardware, request: DeploymentRequest, reason: str
 ) -> DeploymentPlan:
     """The engine plan for `hardware`, which has a GPU; PlanDoesNotFitError with the nearest plans that fit."""
     if request.kv_cache_free_gpu_mem_fraction is None:
@@ -89,7 +89,7 @@ def _useful(memory: MemoryEstimate, limits: Limits) -> bool:
 
 
 def _engine_plan(
-    model, facts, hardware: Hardware, request: PlanRequest, limits: Limits, reason: str, *, explain: bool = True
+    model, facts, hardware: Hardware, request: DeploymentRequest, limits: Limits, reason: str, *, explain: bool = True
 ) -> DeploymentPlan:
     gpu = hardware.gpu
     assert gpu is not None  # choose_runtime only picks tensorrtllm with a GPU
@@ -154,11 +154,13 @@ def _does_not_fit(model, facts, hardware, request, limits, weights_dtype, kv_dty
     return PlanDoesNotFitError(numbers + ".", hint=hint)
 
 
-def nearest_plans(model, facts, hardware: Hardware, request: PlanRequest, limits: Limits, most: int = 3) -> list[str]:
+def nearest_plans(
+    model, facts, hardware: Hardware, request: DeploymentRequest, limits: Limits, most: int = 3
+) -> list[str]:
     """Plans that would fit, nearest first: more of the same GPU, FP8 on this GPU, a shorter context, a larger GPU."""
     found = []
 
-    def try_plan(label: str, hw: Hardware, req: PlanRequest, lim: Limits) -> bool:
+    def try_plan(label: str, hw: Hardware, req: DeploymentRequest, lim: Limits) -> bool:
         try:
             plan = _engine_plan(model, facts, hw, req, lim, "", explain=False)
         except PlanError:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from tritonrepo.errors import PlanError
 from tritonrepo.hardware import Hardware
 from tritonrepo.planning.llmapi_support import Sizing, checkpoint_precision, size
-from tritonrepo.planning.request import LlmApiRequest
+from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.source.catalog import ModelFacts
 from tritonrepo.trtllm.versions import Version, container_for, newest_container, parse_version
 
@@ -90,17 +90,19 @@ def default_version(installed: str | None) -> str:
 
 
 def plan_llmapi(
-    model: str, facts: ModelFacts, hardware: Hardware, request: LlmApiRequest, *, reasoning_parser: str | None,
+    model: str, facts: ModelFacts, hardware: Hardware, request: DeploymentRequest, *, reasoning_parser: str | None,
     display_name: str, installed_version: str | None = None,
 ) -> LlmApiPlan:  # fmt: skip
+    """The PyTorch path's plan: the request's limits and its `llmapi` choices, for `hardware`."""
+    choices = request.llmapi
     for name, value, allowed in (
-        ("--profile", request.profile, PROFILES),
-        ("--serving", request.serving, SERVINGS),
-        ("--kv-cache-dtype", request.kv_cache_dtype or "auto", KV_CACHE_DTYPES),
+        ("--profile", choices.profile, PROFILES),
+        ("--serving", choices.serving, SERVINGS),
+        ("--kv-cache-dtype", choices.kv_cache_dtype or "auto", KV_CACHE_DTYPES),
     ):
         if value not in allowed:
             raise PlanError(f"unknown {name} {value!r}", hint=f"Use one of: {', '.join(allowed)}.")
-    version = request.trtllm_version or default_version(installed_version)
+    version = choices.trtllm_version or default_version(installed_version)
     try:
         parsed = parse_version(version)
     except ValueError as error:
@@ -111,9 +113,9 @@ def plan_llmapi(
             hint=f"Target {MIN_VERSION} or newer (--trtllm-version).",
         )
     precision = checkpoint_precision(facts.native_dtype)
-    sizing = size(display_name, precision, hardware, version, nodes=request.nodes, pp_size=request.pp_size,
-                  ep_size=request.ep_size, num_experts=facts.num_experts)  # fmt: skip
-    knobs = PROFILE_KNOBS[request.profile]
+    sizing = size(display_name, precision, hardware, version, nodes=choices.nodes, pp_size=request.pp_size,
+                  ep_size=choices.ep_size, num_experts=facts.num_experts)  # fmt: skip
+    knobs = PROFILE_KNOBS[choices.profile]
     gpu = hardware.gpu
     max_seq_len = request.max_seq_len or min(DEFAULT_MAX_SEQ_LEN, facts.max_position_embeddings)
     if max_seq_len > facts.max_position_embeddings:
@@ -124,12 +126,12 @@ def plan_llmapi(
     flat = parsed >= FLAT_SCHEMA
     comments = [
         "CUDA out of memory: lower kv_cache_config.free_gpu_memory_fraction (0.7 or less) in "
-        f"{'tensorrt_llm/1/model.yaml' if request.serving == 'triton' else 'extra-llm-api-options.yml'}, or "
+        f"{'tensorrt_llm/1/model.yaml' if choices.serving == 'triton' else 'extra-llm-api-options.yml'}, or "
         "max_batch_size or max_seq_len.",
         "Accuracy checks with lm_eval: pass add_special_tokens=False; the tokenizer's extra BOS costs GSM8K points.",
     ]
     env: list[tuple[str, str]] = []
-    kv = request.kv_cache_dtype
+    kv = choices.kv_cache_dtype
     if kv is None:
         if gpu.arch == "blackwell" and not flat:
             kv = "auto"
@@ -148,22 +150,22 @@ def plan_llmapi(
         comments.append(f"moe_config.backend {sizing.moe_backend}: CUTLASS, the default, does not cover "
                         f"{precision.upper()} on {gpu.name}" + (f" with expert parallel {sizing.ep_size}"
                                                                 if sizing.ep_size > 8 else ""))  # fmt: skip
-    mtp = knobs.mtp_layers if request.mtp_layers is None else request.mtp_layers
+    mtp = knobs.mtp_layers if choices.mtp_layers is None else choices.mtp_layers
     if mtp < 0:
         raise PlanError(f"--mtp {mtp} must be 0 (off) or more next-n layers")
-    if request.serving == "triton" and parsed < LLMAPI_TRITON_MODEL:
+    if choices.serving == "triton" and parsed < LLMAPI_TRITON_MODEL:
         raise PlanError(f"--serving triton needs the llmapi Triton model, TensorRT-LLM {LLMAPI_TRITON_MODEL}+")
-    fraction = request.kv_cache_free_gpu_memory_fraction or DEFAULT_KV_FRACTION
+    fraction = request.kv_cache_free_gpu_mem_fraction or DEFAULT_KV_FRACTION
     image = TRTLLM_IMAGE.format(version=version)
-    if request.serving == "triton":
+    if choices.serving == "triton":
         image = container_for(version) or image
     return LlmApiPlan(
-        model=model, precision=precision, sizing=sizing, profile=request.profile, serving=request.serving,
+        model=model, precision=precision, sizing=sizing, profile=choices.profile, serving=choices.serving,
         trtllm_version=version, max_batch_size=max_batch_size, max_num_tokens=max_num_tokens, max_seq_len=max_seq_len,
         kv_cache_dtype=kv, kv_cache_free_gpu_memory_fraction=fraction, attention_dp=knobs.attention_dp,
         cuda_graph_max_batch_size=min(knobs.cuda_graph_max_batch_size, max_batch_size), mtp_layers=mtp,
         stream_interval=knobs.stream_interval,
         moe_max_num_tokens=max_num_tokens if sizing.moe_backend in ("DEEPGEMM", "WIDEEP") else None,
-        reasoning_parser=reasoning_parser, host=request.host, port=request.port, image=image, env=tuple(env),
+        reasoning_parser=reasoning_parser, host=choices.host, port=choices.port, image=image, env=tuple(env),
         comments=tuple(comments),
     )  # fmt: skip

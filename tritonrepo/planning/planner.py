@@ -3,8 +3,6 @@ PyTorch backend for MoE models) and that path's plan, from model facts + hardwar
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from tritonrepo.errors import PlanError
 from tritonrepo.hardware import Hardware
 from tritonrepo.planning.engine_plan import ENGINE_ARCHITECTURES, plan_engines
@@ -12,7 +10,7 @@ from tritonrepo.planning.limits import Limits, plan_limits
 from tritonrepo.planning.llmapi import plan_llmapi
 from tritonrepo.planning.llmapi_support import UnsupportedHardwareError
 from tritonrepo.planning.plan import DeploymentPlan, RuntimeChoice
-from tritonrepo.planning.request import PlanRequest
+from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.source.catalog import ModelFacts, lookup, reasoning_parser
 
 RUNTIMES = ("auto", "hf", "tensorrtllm")
@@ -30,7 +28,7 @@ def plan_deployment(
     model: str,
     facts: ModelFacts,
     hardware: Hardware,
-    request: PlanRequest,
+    request: DeploymentRequest,
     *,
     tensorrt_llm_available: bool,
     model_ref: str | None = None,
@@ -96,7 +94,7 @@ def choose_runtime(
 
 
 def _pytorch_path_plan(
-    model: str, model_ref: str, facts: ModelFacts, hardware: Hardware, request: PlanRequest, installed: str | None
+    model: str, model_ref: str, facts: ModelFacts, hardware: Hardware, request: DeploymentRequest, installed: str | None
 ) -> DeploymentPlan:
     """DeepSeek-V3-architecture MoE models: no engine compile; TensorRT-LLM's PyTorch backend (trtllm-serve or the
     llmapi Triton model), sized by llmapi.py."""
@@ -106,17 +104,9 @@ def _pytorch_path_plan(
             "apply: tensor parallelism spans every GPU and the checkpoint's own precision is served",
             hint="Choose the GPUs with --gpu (and --nodes), the precision by the checkpoint (e.g. nvidia/DeepSeek-R1-FP4).",
         )
-    llmapi_request = replace(
-        request.llmapi,
-        pp_size=request.pp_size,
-        max_batch_size=request.max_batch_size,
-        max_num_tokens=request.max_num_tokens,
-        max_seq_len=request.max_seq_len,
-        kv_cache_free_gpu_memory_fraction=request.kv_cache_free_gpu_mem_fraction,
-    )
     try:
         llmapi = plan_llmapi(
-            model_ref, facts, hardware, llmapi_request, reasoning_parser=reasoning_parser(model, model_ref),
+            model_ref, facts, hardware, request, reasoning_parser=reasoning_parser(model, model_ref),
             display_name=model, installed_version=installed,
         )  # fmt: skip
     except UnsupportedHardwareError as error:
@@ -147,7 +137,8 @@ def _fitting_distill(hardware: Hardware) -> str | None:
         if entry.facts.architecture not in ENGINE_ARCHITECTURES:
             continue  # choose_runtime would refuse --runtime tensorrtllm for it
         try:
-            plan = plan_engines(name, entry.facts, hardware, PlanRequest(runtime="tensorrtllm"), "")
+            request = DeploymentRequest(name, runtime="tensorrtllm")
+            plan = plan_engines(name, entry.facts, hardware, request, "")
         except PlanError:
             continue
         return f"a distill that fits: {name} (tensor parallel {plan.tp_size} on {hardware.describe()})"
