@@ -1,4 +1,5 @@
-"""Gathers what a plan needs (model facts, hardware) and plans: the I/O around the pure plan.py."""
+"""`tritonrepo plan`: gathers what a plan needs (model facts, hardware), plans, and adds what build would run: the I/O
+around the pure planner.py."""
 
 from __future__ import annotations
 
