@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tritonrepo import build as build_module
-from tritonrepo.build import BuildRequest, build
 from tritonrepo.cli.main import cli
 from tritonrepo.errors import HardwareError, PlanError, ValidationError
+from tritonrepo.planning import build as build_module
+from tritonrepo.planning.build import build
+from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.repository.manifest import MANIFEST, file_digests, sha256_file
 from tritonrepo.repository.validate import validate_repository
 from tritonrepo.repository.writer import OutputError
@@ -23,7 +24,7 @@ def _tree(root: Path) -> dict[str, str]:
 
 @pytest.fixture
 def built(tmp_path) -> Path:
-    return build(BuildRequest(model="tiny-llama", output=tmp_path / "repo")).path
+    return build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo")).path
 
 
 def test_the_repository_validates_and_holds_its_tokenizer_and_weights(built):
@@ -60,13 +61,13 @@ def test_the_manifest_records_model_runtime_parameters_and_versions(built):
 
 def test_default_output_is_build_slash_model_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = build(BuildRequest(model="tiny-llama"))
+    result = build(DeploymentRequest(model="tiny-llama"))
     assert result.path == (tmp_path / "build" / "tiny-llama").resolve()
 
 
 def test_rebuilding_replaces_the_repository_and_leaves_no_temporary_folders(built):
     (built / "stale-file").write_text("from an older build")
-    build(BuildRequest(model="tiny-llama", output=built, max_seq_len=1024))
+    build(DeploymentRequest(model="tiny-llama", output=built, max_seq_len=1024))
     assert not (built / "stale-file").exists()
     assert json.loads((built / MANIFEST).read_text())["limits"]["max_seq_len"] == 1024
     assert [p.name for p in built.parent.iterdir()] == [built.name]
@@ -80,7 +81,7 @@ def test_a_failed_rebuild_leaves_the_previous_repository_untouched(built, monkey
 
     monkeypatch.setattr(build_module, "check_repository", failing_check)
     with pytest.raises(ValidationError, match="simulated failure"):
-        build(BuildRequest(model="tiny-llama", output=built, max_seq_len=1024))
+        build(DeploymentRequest(model="tiny-llama", output=built, max_seq_len=1024))
     assert _tree(built) == before
     assert [p.name for p in built.parent.iterdir()] == [built.name]
 
@@ -90,19 +91,19 @@ def test_a_folder_that_is_not_a_repository_is_never_replaced(tmp_path):
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
     with pytest.raises(OutputError, match="not a tritonrepo repository"):
-        build(BuildRequest(model="tiny-llama", output=precious))
+        build(DeploymentRequest(model="tiny-llama", output=precious))
     assert (precious / "thesis.tex").read_text() == "years of work"
 
 
 def test_a_local_checkpoint_folder_builds(tiny_model_dir, tmp_path):
-    result = build(BuildRequest(model=str(tiny_model_dir), output=tmp_path / "local"))
+    result = build(DeploymentRequest(model=str(tiny_model_dir), output=tmp_path / "local"))
     assert result.source.kind == "local" and result.source.name == tiny_model_dir.name
     assert validate_repository(result.path) == []
 
 
 def test_tensorrtllm_runtime_without_tensorrt_llm_writes_nothing(tmp_path):
     with pytest.raises(PlanError, match="needs TensorRT-LLM"):
-        build(BuildRequest(model="tiny-llama", runtime="tensorrtllm", output=tmp_path / "trt"))
+        build(DeploymentRequest(model="tiny-llama", runtime="tensorrtllm", output=tmp_path / "trt"))
     assert not (tmp_path / "trt").exists()
 
 
@@ -164,16 +165,16 @@ def test_validation_catches_an_ensemble_that_triton_rejects_for_mixed_decoupled_
 
 def test_an_unchanged_rebuild_is_skipped_and_a_changed_one_is_not(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITONREPO_CACHE", str(tmp_path / "cache"))
-    first = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo"))
+    first = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo"))
     stamp = (first.path / MANIFEST).stat().st_mtime_ns
     assert (
-        build(BuildRequest(model="tiny-llama", output=tmp_path / "repo")).manifest["inputs_digest"]
+        build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo")).manifest["inputs_digest"]
         == first.manifest["inputs_digest"]
     )
     assert (first.path / MANIFEST).stat().st_mtime_ns == stamp
-    changed = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo", max_seq_len=1024))
+    changed = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo", max_seq_len=1024))
     assert changed.manifest["inputs_digest"] != first.manifest["inputs_digest"]
-    forced = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo", max_seq_len=1024, force=True))
+    forced = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo", max_seq_len=1024, force=True))
     assert (forced.path / MANIFEST).stat().st_mtime_ns != stamp
 
 
@@ -183,10 +184,10 @@ def test_a_changed_checkpoint_file_changes_the_inputs(tiny_model_dir, tmp_path, 
     monkeypatch.setenv("TRITONREPO_CACHE", str(tmp_path / "cache"))
     copy = tmp_path / "ckpt"
     shutil.copytree(tiny_model_dir, copy)
-    first = build(BuildRequest(model=str(copy), output=tmp_path / "repo"))
+    first = build(DeploymentRequest(model=str(copy), output=tmp_path / "repo"))
     config = copy / "generation_config.json"
     config.write_text(config.read_text().replace("}", ', "note": "changed"}', 1))
-    second = build(BuildRequest(model=str(copy), output=tmp_path / "repo"))
+    second = build(DeploymentRequest(model=str(copy), output=tmp_path / "repo"))
     assert second.manifest["inputs_digest"] != first.manifest["inputs_digest"]
 
 
@@ -200,7 +201,7 @@ def test_the_manifest_records_the_checkpoints_sampling_defaults(built, tiny_mode
     greedy = tmp_path / "greedy-ckpt"
     shutil.copytree(tiny_model_dir, greedy)
     (greedy / "generation_config.json").write_text(json.dumps({"eos_token_id": 1, "do_sample": False}))
-    result = build(BuildRequest(model=str(greedy), output=tmp_path / "greedy"))
+    result = build(DeploymentRequest(model=str(greedy), output=tmp_path / "greedy"))
     assert result.manifest["generation_defaults"] == {"do_sample": False}
 
 
@@ -213,7 +214,7 @@ def test_a_quiet_command_does_not_silence_the_next_one(tmp_path):
 
 def test_an_unknown_gpu_is_refused_by_name_on_the_engine_path_as_plan_refuses_it(tmp_path):
     with pytest.raises(HardwareError) as caught:
-        build(BuildRequest(model="tiny-llama", output=tmp_path / "t", gpu="XYZ x2"))
+        build(DeploymentRequest(model="tiny-llama", output=tmp_path / "t", gpu="XYZ x2"))
     message = str(caught.value)
     assert message.startswith("unknown GPU 'XYZ'") and "Known profiles: A10, A100-40GB" in message and "H200" in message
     assert not (tmp_path / "t").exists()
@@ -222,4 +223,4 @@ def test_an_unknown_gpu_is_refused_by_name_on_the_engine_path_as_plan_refuses_it
     assert built_cli.exit_code == planned.exit_code == 3
     assert built_cli.stderr == planned.stderr  # one parser, one message
     with pytest.raises(PlanError, match="engines compile for the GPU they run on"):  # a known one: the engine rule
-        build(BuildRequest(model="tiny-llama", output=tmp_path / "t", gpu="H200"))
+        build(DeploymentRequest(model="tiny-llama", output=tmp_path / "t", gpu="H200"))

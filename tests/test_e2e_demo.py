@@ -16,10 +16,11 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import build
+    from tritonrepo.planning.request import DeploymentRequest
 
     root = tmp_path_factory.mktemp("e2e-demo")
-    repository = build(BuildRequest(model="scripted-llama", output=root / "scripted-llama")).path
+    repository = build(DeploymentRequest(model="scripted-llama", output=root / "scripted-llama")).path
     deployment = Deployment(repository, root / "serve.log")
     deployment.wait_healthy()
     yield deployment

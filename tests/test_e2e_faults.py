@@ -23,9 +23,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import build
+    from tritonrepo.planning.request import DeploymentRequest
 
-    return build(BuildRequest(model="tiny-llama", output=tmp_path_factory.mktemp("faults") / "tiny-llama")).path
+    return build(DeploymentRequest(model="tiny-llama", output=tmp_path_factory.mktemp("faults") / "tiny-llama")).path
 
 
 def _regions_of(pid: int) -> list[str]:

@@ -24,10 +24,11 @@ MESSAGES = [{"role": "user", "content": "What does 猫 mean?"}]
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import build
+    from tritonrepo.planning.request import DeploymentRequest
 
     root = tmp_path_factory.mktemp("e2e-frontend")
-    repository = build(BuildRequest(model="scripted-llama", output=root / "scripted-llama")).path
+    repository = build(DeploymentRequest(model="scripted-llama", output=root / "scripted-llama")).path
     key_file = root / "api-keys"
     key_file.write_text(f"# the e2e key\n\n{KEY}\n")
     deployment = Deployment(

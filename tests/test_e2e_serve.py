@@ -23,10 +23,11 @@ PROMPTS = ["Hello world", "The café in 東京 serves", "Ünïcödé 🙂 and"]
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import build
+    from tritonrepo.planning.request import DeploymentRequest
 
     root = tmp_path_factory.mktemp("e2e")
-    repository = build(BuildRequest(model="tiny-llama", output=root / "tiny-llama")).path
+    repository = build(DeploymentRequest(model="tiny-llama", output=root / "tiny-llama")).path
     deployment = Deployment(repository, root / "serve.log")
     startup = deployment.wait_healthy()
     print(f"\n[e2e] tritonserver + front end ready in {startup:.1f}s")
@@ -360,9 +361,10 @@ def test_smoke_reports_failures_and_exits_non_zero(tmp_path):
 
 # --- failures at start-up --------------------------------------------------------------------------------------------
 def test_serve_on_a_broken_repository_prints_tritons_error_and_exits_non_zero(tmp_path):
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import build
+    from tritonrepo.planning.request import DeploymentRequest
 
-    repository = build(BuildRequest(model="tiny-llama", output=tmp_path / "broken")).path
+    repository = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "broken")).path
     weights = repository / "tensorrt_llm/1/hf_model/model.safetensors"
     weights.unlink()
     weights.write_bytes(b"not a safetensors file")
@@ -417,10 +419,11 @@ def test_the_repository_loads_with_tritonserver_started_from_another_working_dir
     `tritonserver --model-repository=/abs/path` start it elsewhere)."""
     import urllib.request
 
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import build
+    from tritonrepo.planning.request import DeploymentRequest
     from tritonrepo.serving.tritonserver import TritonServer, find_tritonserver
 
-    repository = build(BuildRequest(model="tiny-llama", output=tmp_path / "tiny-llama")).path
+    repository = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "tiny-llama")).path
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     installation = find_tritonserver()
@@ -519,9 +522,10 @@ def test_cancelling_a_bls_stream_over_grpc_stops_generation(deployment):
 
 
 def test_ctrl_c_stops_serve_and_tritonserver_cleanly(tmp_path):
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import build
+    from tritonrepo.planning.request import DeploymentRequest
 
-    repository = build(BuildRequest(model="tiny-llama", output=tmp_path / "ctrl-c")).path
+    repository = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "ctrl-c")).path
     second = Deployment(repository, tmp_path / "serve.log")
     second.wait_healthy()
     assert len(processes_using(repository)) >= 5  # tritonserver and a stub per Python model: the check can fail

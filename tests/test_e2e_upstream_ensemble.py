@@ -21,11 +21,12 @@ PROMPT = "The café in 東京 serves"
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import build
+    from tritonrepo.planning.request import DeploymentRequest
     from tritonrepo.repository.manifest import file_entry, read_manifest, write_manifest
 
     root = tmp_path_factory.mktemp("upstream-ensemble")
-    repository = build(BuildRequest(model="tiny-llama", output=root / "tiny-llama")).path
+    repository = build(DeploymentRequest(model="tiny-llama", output=root / "tiny-llama")).path
     (repository / "ensemble" / "config.pbtxt").write_text(ensemble_v017_config(8))
     # Swapped in by hand: record it as the build records its files (that a changed file is refused is tested apart).
     manifest = read_manifest(repository)

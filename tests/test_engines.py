@@ -13,13 +13,14 @@ from doubles import trtllm_double
 from test_storage_s3 import _credentials, bucket, endpoint, options, s3  # noqa: F401 (fixtures)
 from test_trtllm_commands import SEED_BUILD_FLAGS, flags
 
-from tritonrepo import build as build_module
-from tritonrepo.build import BuildRequest, build
 from tritonrepo.cli.main import cli
-from tritonrepo.engines import build_command, check_engines, engine_spec
 from tritonrepo.errors import EngineBuildError, EngineMismatchError
 from tritonrepo.hardware import parse_gpu
-from tritonrepo.plan import PlanRequest, plan_deployment
+from tritonrepo.planning import build as build_module
+from tritonrepo.planning.build import build
+from tritonrepo.planning.engines import build_command, check_engines, engine_spec
+from tritonrepo.planning.planner import plan_deployment
+from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.repository.manifest import MANIFEST
 from tritonrepo.repository.validate import validate_repository
 from tritonrepo.source.catalog import lookup
@@ -28,7 +29,7 @@ from tritonrepo.trtllm.commands import trtllm_build_args
 
 def _seed_plan():
     entry = lookup("DeepSeek-R1-Distill-Llama-8B")
-    request = PlanRequest(max_seq_len=8192, max_input_len=4096, max_batch_size=256)
+    request = DeploymentRequest(entry.name, max_seq_len=8192, max_input_len=4096, max_batch_size=256)
     return plan_deployment(entry.name, entry.facts, parse_gpu("A100-40GB"), request, tensorrt_llm_available=True)
 
 
@@ -57,7 +58,7 @@ def h100_with_tensorrt_llm(monkeypatch, tmp_path):
 
 
 def test_build_converts_compiles_and_renders_an_engine_repository(h100_with_tensorrt_llm, tmp_path):
-    result = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo"))
+    result = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo"))
     repo = result.path
     assert result.runtime.runtime == "tensorrtllm"
     assert (repo / "tensorrt_llm/1/engine/config.json").is_file() and (
@@ -84,7 +85,7 @@ def test_build_converts_compiles_and_renders_an_engine_repository(h100_with_tens
 def test_a_failed_engine_build_leaves_no_repository_and_keeps_the_log(h100_with_tensorrt_llm, tmp_path):
     h100_with_tensorrt_llm.fail("build")
     with pytest.raises(EngineBuildError, match="trtllm-build") as raised:
-        build(BuildRequest(model="tiny-llama", output=tmp_path / "repo"))
+        build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo"))
     assert not (tmp_path / "repo").exists()
     assert raised.value.log_path and Path(raised.value.log_path).is_file()
 
@@ -114,18 +115,18 @@ def test_mismatched_engines_are_refused_with_how_to_rebuild(gpu, version, words)
 
 def test_unchanged_inputs_skip_every_stage_and_changes_or_force_rebuild(h100_with_tensorrt_llm, tmp_path):
     double = h100_with_tensorrt_llm
-    first = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo"))
+    first = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo"))
     stamp = (first.path / MANIFEST).stat().st_mtime_ns
-    again = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo"))
+    again = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo"))
     assert (again.path / MANIFEST).stat().st_mtime_ns == stamp  # nothing re-rendered
     assert len(double.events("trtllm-build")) == 1  # nothing recompiled
     build(
-        BuildRequest(model="tiny-llama", output=tmp_path / "elsewhere")
+        DeploymentRequest(model="tiny-llama", output=tmp_path / "elsewhere")
     )  # same inputs, another folder: engines reused
     assert len(double.events("trtllm-build")) == 1
-    build(BuildRequest(model="tiny-llama", output=tmp_path / "repo", max_batch_size=64))  # a new plan: new engines
+    build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo", max_batch_size=64))  # a new plan: new engines
     assert len(double.events("trtllm-build")) == 2
-    build(BuildRequest(model="tiny-llama", output=tmp_path / "repo", max_batch_size=64, force=True))
+    build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo", max_batch_size=64, force=True))
     assert len(double.events("trtllm-build")) == 3 and len(double.events("from_hugging_face")) == 3
 
 
@@ -139,7 +140,7 @@ def _engine_path_line(repo: Path) -> str:
 def test_a_moved_engine_repository_is_named_by_validate_with_the_command_that_fixes_it(
     h100_with_tensorrt_llm, tmp_path
 ):
-    built = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo")).path
+    built = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo")).path
     moved = tmp_path / "moved"
     shutil.move(built, moved)
     problems = validate_repository(moved)
@@ -156,7 +157,7 @@ def test_a_moved_engine_repository_is_named_by_validate_with_the_command_that_fi
 def test_a_relative_engine_path_is_refused_because_the_backend_reads_it_from_its_working_directory(
     h100_with_tensorrt_llm, tmp_path
 ):
-    repo = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo")).path
+    repo = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo")).path
     config = repo / "tensorrt_llm/config.pbtxt"
     config.write_text(config.read_text().replace(f"{repo}/tensorrt_llm/1/engine", "tensorrt_llm/1/engine"))
     problems = validate_repository(repo)  # as an earlier tritonrepo wrote it: the manifest's digest still matches
@@ -172,7 +173,7 @@ def test_a_pulled_engine_repository_names_its_new_folder_and_syncs_without_movin
 ):
     from tritonrepo.storage import pull, push
 
-    built = build(BuildRequest(model="tiny-llama", output=tmp_path / "repo")).path
+    built = build(DeploymentRequest(model="tiny-llama", output=tmp_path / "repo")).path
     url = f"s3://{bucket}/engines"
     push(built, url, options)
     stored = s3.get_object(Bucket=bucket, Key="engines/tensorrt_llm/config.pbtxt")["Body"].read().decode()

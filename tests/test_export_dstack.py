@@ -451,8 +451,9 @@ def _export(tmp_path: Path, monkeypatch, *args: str) -> Path:
 
 def test_export_of_deepseek_r1_on_eight_h200_is_a_trtllm_serve_service(tmp_path, monkeypatch):
     from tritonrepo.hardware import parse_gpu
+    from tritonrepo.planning.llmapi import plan_llmapi
+    from tritonrepo.planning.request import DeploymentRequest
     from tritonrepo.pytorch_path.llm_options import options_yaml
-    from tritonrepo.pytorch_path.tuning import LlmApiRequest, plan_llmapi
     from tritonrepo.source.catalog import lookup
 
     out = _export(tmp_path, monkeypatch, "--model", "DeepSeek-R1", "--gpu", "H200 x8")
@@ -467,8 +468,8 @@ def test_export_of_deepseek_r1_on_eight_h200_is_a_trtllm_serve_service(tmp_path,
         "--tp_size 8 --ep_size 8" in serve and "--extra_llm_api_options /workspace/extra-llm-api-options.yml" in serve
     )
     entry = lookup("DeepSeek-R1")
-    plan = plan_llmapi(entry.hf_id, entry.facts, parse_gpu("H200 x8"), LlmApiRequest(), reasoning_parser="deepseek-r1",
-                       display_name=entry.name)  # fmt: skip
+    plan = plan_llmapi(entry.hf_id, entry.facts, parse_gpu("H200 x8"), DeploymentRequest(entry.name),
+                       reasoning_parser="deepseek-r1", display_name=entry.name)  # fmt: skip
     assert options_yaml(plan) in commands[0]  # the options file, written inline before the server starts
 
 

@@ -175,7 +175,7 @@ def test_a_driver_that_cannot_report_its_version_still_shows_its_gpus(fake_nvml)
 
 
 def test_build_keeps_its_two_calls():
-    # tritonrepo/build.py calls these through the package; both must stay importable from tritonrepo.hardware
+    # tritonrepo/planning/build.py calls these through the package; both must stay importable from tritonrepo.hardware
     assert isinstance(hardware.tensorrt_llm_installed(), bool)
     assert isinstance(hardware.detect_gpus(), list)
 

@@ -76,9 +76,10 @@ def test_engines_are_checked_against_this_machine_before_tritonserver_starts(tmp
 # --- serve validates first (issue 12, items 11 and 14) --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    from tritonrepo.build import BuildRequest, build
+    from tritonrepo.planning.build import build
+    from tritonrepo.planning.request import DeploymentRequest
 
-    return build(BuildRequest(model="tiny-llama", output=tmp_path_factory.mktemp("built") / "tiny-llama")).path
+    return build(DeploymentRequest(model="tiny-llama", output=tmp_path_factory.mktemp("built") / "tiny-llama")).path
 
 
 class _Started(Exception):

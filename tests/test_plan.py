@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tritonrepo.errors import PlanError
-from tritonrepo.plan import choose_runtime, plan_limits
+from tritonrepo.planning.limits import plan_limits
+from tritonrepo.planning.planner import choose_runtime
 
 
 @pytest.mark.parametrize(

@@ -10,22 +10,22 @@ from click.testing import CliRunner
 from tritonrepo.cli.main import cli
 from tritonrepo.errors import PlanDoesNotFitError, PlanError
 from tritonrepo.hardware import parse_gpu
-from tritonrepo.memory import GIB
-from tritonrepo.plan import PlanRequest, plan_deployment
+from tritonrepo.planning.memory import GIB
+from tritonrepo.planning.planner import plan_deployment
+from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.source.catalog import lookup
 
-SEED = PlanRequest(max_seq_len=8192, max_input_len=4096, max_batch_size=256)
+SEED = {"max_seq_len": 8192, "max_input_len": 4096, "max_batch_size": 256}
 
 
-def _plan(model: str, gpu: str, request: PlanRequest | None = None):
+def _plan(model: str, gpu: str, **choices):
     entry = lookup(model)
-    return plan_deployment(
-        entry.name, entry.facts, parse_gpu(gpu), request or PlanRequest(), tensorrt_llm_available=True
-    )
+    request = DeploymentRequest(model, **choices)
+    return plan_deployment(entry.name, entry.facts, parse_gpu(gpu), request, tensorrt_llm_available=True)
 
 
 def test_seed_recipe_distill_llama_8b_on_one_a100_40gb():
-    plan = _plan("DeepSeek-R1-Distill-Llama-8B", "A100-40GB", SEED)
+    plan = _plan("DeepSeek-R1-Distill-Llama-8B", "A100-40GB", **SEED)
     assert plan.runtime == "tensorrtllm"
     assert (plan.tp_size, plan.pp_size) == (1, 1)
     assert (plan.limits.max_seq_len, plan.limits.max_input_len, plan.limits.max_batch_size) == (8192, 4096, 256)
@@ -38,14 +38,14 @@ def test_seed_recipe_distill_llama_8b_on_one_a100_40gb():
 
 
 def test_an_8b_model_on_h100_has_room_for_many_more_sequences():
-    a100 = _plan("DeepSeek-R1-Distill-Llama-8B", "A100-40GB", SEED)
-    h100 = _plan("DeepSeek-R1-Distill-Llama-8B", "H100-80GB", SEED)
+    a100 = _plan("DeepSeek-R1-Distill-Llama-8B", "A100-40GB", **SEED)
+    h100 = _plan("DeepSeek-R1-Distill-Llama-8B", "H100-80GB", **SEED)
     assert h100.tp_size == 1
     assert h100.memory.max_sequences > 2 * a100.memory.max_sequences
 
 
 def test_a_70b_model_on_8_h200_takes_the_smallest_tensor_parallel_that_leaves_a_useful_cache():
-    plan = _plan("DeepSeek-R1-Distill-Llama-70B", "H200 x8", SEED)
+    plan = _plan("DeepSeek-R1-Distill-Llama-70B", "H200 x8", **SEED)
     assert plan.tp_size == 2  # one H200 holds the weights but almost no KV cache
     assert plan.memory.max_sequences >= 4
     assert any("2 of 8 GPUs" in note for note in plan.notes)
@@ -53,7 +53,7 @@ def test_a_70b_model_on_8_h200_takes_the_smallest_tensor_parallel_that_leaves_a_
 
 def test_a_70b_model_on_one_a100_40gb_is_refused_with_numbers_and_nearest_plans():
     with pytest.raises(PlanDoesNotFitError) as raised:
-        _plan("DeepSeek-R1-Distill-Llama-70B", "A100-40GB", SEED)
+        _plan("DeepSeek-R1-Distill-Llama-70B", "A100-40GB", **SEED)
     message = str(raised.value)
     assert "131.4 GiB per GPU of 40.0 GiB" in message
     assert "--gpu 'A100-40GB x4' (tensor parallel 4" in message
@@ -69,35 +69,37 @@ def test_a_model_that_needs_tensor_parallel_on_l4():
 
 def test_fp8_halves_the_weights_on_gpus_that_support_it_and_is_refused_before_sm89():
     bf16 = _plan("DeepSeek-R1-Distill-Qwen-14B", "L4 x2")
-    fp8 = _plan("DeepSeek-R1-Distill-Qwen-14B", "L4", PlanRequest(quantization="fp8"))
+    fp8 = _plan("DeepSeek-R1-Distill-Qwen-14B", "L4", quantization="fp8")
     assert (fp8.weight_dtype, fp8.kv_cache_dtype, fp8.gemm_plugin) == ("fp8", "fp8", "fp8")
     assert fp8.memory.weights == pytest.approx(bf16.memory.weights, rel=0.01)  # half the bytes on half the GPUs
-    kv_only = _plan("DeepSeek-R1-Distill-Llama-8B", "L4", PlanRequest(quantization="fp8-kv"))
+    kv_only = _plan("DeepSeek-R1-Distill-Llama-8B", "L4", quantization="fp8-kv")
     assert (kv_only.weight_dtype, kv_only.kv_cache_dtype) == ("bfloat16", "fp8")
     assert not kv_only.use_paged_context_fmha  # TensorRT-LLM refuses FP8 KV + paged context FMHA on bf16 weights
     with pytest.raises(PlanError, match="SM89 and newer.*A100-40GB is SM80"):
-        _plan("DeepSeek-R1-Distill-Llama-8B", "A100-40GB", PlanRequest(quantization="fp8"))
+        _plan("DeepSeek-R1-Distill-Llama-8B", "A100-40GB", quantization="fp8")
 
 
 def test_gpus_before_ampere_get_float16():
-    plan = _plan("Qwen2.5-1.5B-Instruct", "T4", PlanRequest(max_seq_len=4096))
+    plan = _plan("Qwen2.5-1.5B-Instruct", "T4", max_seq_len=4096)
     assert plan.dtype == plan.gemm_plugin == "float16"
 
 
 def test_long_inputs_enable_chunked_context():
-    plan = _plan("DeepSeek-R1-Distill-Llama-8B", "H100-80GB", PlanRequest(max_seq_len=32768, max_input_len=16384))
+    plan = _plan("DeepSeek-R1-Distill-Llama-8B", "H100-80GB", max_seq_len=32768, max_input_len=16384)
     assert plan.enable_chunked_context and plan.max_num_tokens == 8192
 
 
 def test_forced_parallelism_is_checked_against_the_gpus():
-    assert _plan("DeepSeek-R1-Distill-Llama-8B", "H100-80GB x4", PlanRequest(tp_size=4)).tp_size == 4
+    assert _plan("DeepSeek-R1-Distill-Llama-8B", "H100-80GB x4", tp_size=4).tp_size == 4
     with pytest.raises(PlanError, match="needs 8 GPUs"):
-        _plan("DeepSeek-R1-Distill-Llama-8B", "H100-80GB x4", PlanRequest(tp_size=4, pp_size=2))
+        _plan("DeepSeek-R1-Distill-Llama-8B", "H100-80GB x4", tp_size=4, pp_size=2)
 
 
 def test_without_a_gpu_the_portable_runtime_is_planned():
     entry = lookup("DeepSeek-R1-Distill-Llama-8B")
-    plan = plan_deployment(entry.name, entry.facts, parse_gpu("H100-80GB"), PlanRequest(), tensorrt_llm_available=False)
+    plan = plan_deployment(
+        entry.name, entry.facts, parse_gpu("H100-80GB"), DeploymentRequest(entry.name), tensorrt_llm_available=False
+    )
     assert plan.runtime == "hf" and "TensorRT-LLM not found" in plan.reason
 
 

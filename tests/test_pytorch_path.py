@@ -18,25 +18,30 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tritonrepo.build import BuildRequest, build
 from tritonrepo.cli.main import cli
 from tritonrepo.errors import PlanError
 from tritonrepo.hardware import parse_gpu
+from tritonrepo.planning.build import build
+from tritonrepo.planning.llmapi import plan_llmapi
+from tritonrepo.planning.llmapi_support import UnsupportedHardwareError
+from tritonrepo.planning.planner import plan_deployment
+from tritonrepo.planning.request import DeploymentRequest, LlmApiChoices
 from tritonrepo.pytorch_path import launch_files
 from tritonrepo.pytorch_path.llm_options import cuda_graph_batch_sizes, extra_options, llm_args, options_yaml
-from tritonrepo.pytorch_path.support import UnsupportedHardwareError
-from tritonrepo.pytorch_path.tuning import LlmApiRequest, plan_llmapi
 from tritonrepo.repository.manifest import MANIFEST
 from tritonrepo.repository.validate import check_repository
 from tritonrepo.source.catalog import lookup
 
 
-def _plan(model: str, gpu: str, **request):
+def _plan(model: str, gpu: str, *, max_seq_len=None, kv_cache_free_gpu_mem_fraction=None, **llmapi):
     entry = lookup(model)
-    return plan_llmapi(
-        entry.hf_id, entry.facts, parse_gpu(gpu), LlmApiRequest(**request), reasoning_parser="deepseek-r1",
-        display_name=entry.name,
+    request = DeploymentRequest(
+        entry.name, max_seq_len=max_seq_len, kv_cache_free_gpu_mem_fraction=kv_cache_free_gpu_mem_fraction,
+        llmapi=LlmApiChoices(**llmapi),
     )  # fmt: skip
+    return plan_llmapi(
+        entry.hf_id, entry.facts, parse_gpu(gpu), request, reasoning_parser="deepseek-r1", display_name=entry.name
+    )
 
 
 def _serve_argv(plan) -> list[str]:
@@ -160,8 +165,10 @@ def test_llm_args_hold_every_flag_for_the_llmapi_model():
     ],  # fmt: skip
 )
 def test_too_little_or_the_wrong_hardware_is_refused_with_numbers_and_alternatives(model, gpu, version, expected):
-    with pytest.raises(UnsupportedHardwareError) as caught:
-        _plan(model, gpu, trtllm_version=version)
+    entry = lookup(model)
+    request = DeploymentRequest(entry.name, llmapi=LlmApiChoices(trtllm_version=version))
+    with pytest.raises(UnsupportedHardwareError) as caught:  # through the planner, which adds a distill that fits
+        plan_deployment(entry.name, entry.facts, parse_gpu(gpu), request, tensorrt_llm_available=False)
     text = f"{caught.value} {caught.value.hint}"
     for phrase in expected:
         assert phrase in text
@@ -275,7 +282,7 @@ def _trtllm_serve_llm_args(argv: list[str]) -> dict:
 @pytest.mark.parametrize("version", ["0.19.0", "0.20.0", "1.0.0", "1.2.1"])
 def test_the_kv_cache_fraction_reaches_trtllm_serve_through_the_options_file(tmp_path, stubs, version):
     log, env = stubs
-    plan = _plan("DeepSeek-R1", "H200 x8", trtllm_version=version, kv_cache_free_gpu_memory_fraction=0.65)
+    plan = _plan("DeepSeek-R1", "H200 x8", trtllm_version=version, kv_cache_free_gpu_mem_fraction=0.65)
     (tmp_path / launch_files.OPTIONS_FILE).write_text(options_yaml(plan))
     script = _write(tmp_path, launch_files.serve_script(plan), launch_files.SERVE_SCRIPT)
     subprocess.run(["bash", script], check=True, env=env)
@@ -294,7 +301,7 @@ def test_the_kv_cache_fraction_reaches_trtllm_serve_through_the_options_file(tmp
 
 
 def test_build_writes_a_trtllm_serve_deployment_for_the_target_gpus(tmp_path):
-    result = build(BuildRequest(model="DeepSeek-R1", output=tmp_path / "r1", gpu="H200 x8", offline=True))
+    result = build(DeploymentRequest(model="DeepSeek-R1", output=tmp_path / "r1", gpu="H200 x8", offline=True))
     folder = result.path
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["runtime"] == "pytorch" and manifest["serving"] == "trtllm-serve"
@@ -310,8 +317,8 @@ def test_build_writes_a_trtllm_serve_deployment_for_the_target_gpus(tmp_path):
 
 def test_build_with_serving_triton_renders_a_valid_llmapi_repository(tmp_path):
     target = tmp_path / "r1-triton"
-    llmapi = LlmApiRequest(serving="triton", trtllm_version="1.0.0", profile="latency")
-    build(BuildRequest(model="deepseek-ai/DeepSeek-R1", output=target, gpu="H200 x8", llmapi=llmapi, offline=True))
+    llmapi = LlmApiChoices(serving="triton", trtllm_version="1.0.0", profile="latency")
+    build(DeploymentRequest(model="deepseek-ai/DeepSeek-R1", output=target, gpu="H200 x8", llmapi=llmapi, offline=True))
     check_repository(target)
     model_yaml = yaml.safe_load((target / "tensorrt_llm/1/model.yaml").read_text())
     assert model_yaml["model"] == "deepseek-ai/DeepSeek-R1" and model_yaml["tensor_parallel_size"] == 8
@@ -338,15 +345,15 @@ def _local_fp4_checkpoint(local: Path) -> Path:
 def test_the_first_serve_check_reads_no_weight_the_build_hashed(tmp_path, monkeypatch):
     """A linked checkpoint may be hundreds of GB: build hashes it once (with progress) and remembers the digests under
     the repository's paths, so serve's integrity check does not hash it again."""
+    from tritonrepo.planning.stage_cache import FileDigests
     from tritonrepo.repository import integrity, validate
-    from tritonrepo.stage_cache import FileDigests
 
     local = _local_fp4_checkpoint(tmp_path / "my-r1")
     (local / "model-00001-of-00001.safetensors").write_bytes(b"w" * 4096)
     monkeypatch.setattr(integrity, "ALWAYS_HASHED_BELOW", 1024)  # the weights count as large
-    llmapi = LlmApiRequest(serving="triton", trtllm_version="1.0.0")
+    llmapi = LlmApiChoices(serving="triton", trtllm_version="1.0.0")
     target = tmp_path / "served"
-    build(BuildRequest(model=str(local), output=target, gpu="B200 x4", llmapi=llmapi, offline=True))
+    build(DeploymentRequest(model=str(local), output=target, gpu="B200 x4", llmapi=llmapi, offline=True))
     hashed = []
     original = FileDigests.of
 
@@ -355,27 +362,27 @@ def test_the_first_serve_check_reads_no_weight_the_build_hashed(tmp_path, monkey
         return original(self, path)
 
     monkeypatch.setattr(FileDigests, "of", recording)
-    monkeypatch.setattr("tritonrepo.stage_cache.sha256_file", lambda path: pytest.fail(f"{path} hashed again"))
+    monkeypatch.setattr("tritonrepo.planning.stage_cache.sha256_file", lambda path: pytest.fail(f"{path} hashed again"))
     assert validate.validate_repository(target) == []
     assert "model-00001-of-00001.safetensors" in hashed  # asked of the memo, which knew it
 
 
 def test_build_of_a_local_deepseek_v3_checkpoint_reads_its_precision(tmp_path):
     local = _local_fp4_checkpoint(tmp_path / "my-r1")
-    result = build(BuildRequest(model=str(local), output=tmp_path / "out", gpu="B200 x4", offline=True))
+    result = build(DeploymentRequest(model=str(local), output=tmp_path / "out", gpu="B200 x4", offline=True))
     manifest = json.loads((result.path / MANIFEST).read_text())
     assert manifest["plan"]["llmapi"]["precision"] == "nvfp4" and manifest["model"]["id"] == str(local)
     assert manifest["model"]["source"] == "local"
     with pytest.raises(UnsupportedHardwareError, match="NVFP4 weights need Blackwell"):
-        build(BuildRequest(model=str(local), output=tmp_path / "out2", gpu="H200 x8", offline=True))
+        build(DeploymentRequest(model=str(local), output=tmp_path / "out2", gpu="H200 x8", offline=True))
     assert not (tmp_path / "out2").exists()  # a refused build leaves nothing behind
 
 
 def test_build_refuses_gpu_for_a_dense_model_and_engine_flags_on_the_pytorch_path(tmp_path):
     with pytest.raises(PlanError, match="engines compile for the GPU they run on"):
-        build(BuildRequest(model="tiny-llama", output=tmp_path / "t", gpu="H200 x8"))
+        build(DeploymentRequest(model="tiny-llama", output=tmp_path / "t", gpu="H200 x8"))
     with pytest.raises(PlanError, match="--tp-size"):
-        build(BuildRequest(model="DeepSeek-R1", output=tmp_path / "r", gpu="H200 x8", tp_size=4, offline=True))
+        build(DeploymentRequest(model="DeepSeek-R1", output=tmp_path / "r", gpu="H200 x8", tp_size=4, offline=True))
 
 
 def test_cli_plan_json_shows_the_whole_deployment_offline():
@@ -395,7 +402,7 @@ def test_cli_plan_json_shows_the_whole_deployment_offline():
 
 def test_serve_runs_a_single_node_trtllm_serve_deployment_and_refuses_multi_node(tmp_path, stubs):
     log, env = stubs
-    single = build(BuildRequest(model="DeepSeek-R1", output=tmp_path / "one", gpu="H200 x8", offline=True)).path
+    single = build(DeploymentRequest(model="DeepSeek-R1", output=tmp_path / "one", gpu="H200 x8", offline=True)).path
     tritonrepo = str(Path(sys.executable).parent / "tritonrepo")
     ran = subprocess.run([tritonrepo, "serve", str(single)], env=env, capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
@@ -404,7 +411,7 @@ def test_serve_runs_a_single_node_trtllm_serve_deployment_and_refuses_multi_node
     missing = subprocess.run([tritonrepo, "serve", str(single)], env=bare, capture_output=True, text=True)
     assert missing.returncode != 0 and "trtllm-serve, which is not on PATH" in missing.stderr
     assert "nvcr.io/nvidia/tensorrt-llm/release:" in missing.stderr
-    multi = build(BuildRequest(model="DeepSeek-R1", output=tmp_path / "two", gpu="H100 x16", offline=True)).path
+    multi = build(DeploymentRequest(model="DeepSeek-R1", output=tmp_path / "two", gpu="H100 x16", offline=True)).path
     refused = subprocess.run([tritonrepo, "serve", str(multi)], env=env, capture_output=True, text=True)
     assert refused.returncode != 0 and "spans 2 nodes" in refused.stderr and "launch-slurm.sbatch" in refused.stderr
 
@@ -413,7 +420,7 @@ def test_a_killed_serve_takes_trtllm_serve_with_it(tmp_path, stubs):
     _, env = stubs
     pid_file = tmp_path / "trtllm-serve.pid"
     _stub(tmp_path / "bin", "trtllm-serve", f"echo $$ > {pid_file}\nexec sleep 300\n")  # a server that stays up
-    single = build(BuildRequest(model="DeepSeek-R1", output=tmp_path / "one", gpu="H200 x8", offline=True)).path
+    single = build(DeploymentRequest(model="DeepSeek-R1", output=tmp_path / "one", gpu="H200 x8", offline=True)).path
     tritonrepo = str(Path(sys.executable).parent / "tritonrepo")
     serve = subprocess.Popen([tritonrepo, "serve", str(single)], env=env, stdout=subprocess.DEVNULL)
     try:
@@ -444,9 +451,9 @@ def test_a_local_checkpoint_served_by_triton_is_linked_inside_the_repository(tmp
     """The llmapi model must load only what its repository holds (validate refuses a `model` outside it)."""
     local = _local_fp4_checkpoint(tmp_path / "my-r1")
     (local / "model-00001-of-00001.safetensors").write_bytes(b"weights")
-    llmapi = LlmApiRequest(serving="triton", trtllm_version="1.0.0")
+    llmapi = LlmApiChoices(serving="triton", trtllm_version="1.0.0")
     target = tmp_path / "served"
-    build(BuildRequest(model=str(local), output=target, gpu="B200 x4", llmapi=llmapi, offline=True))
+    build(DeploymentRequest(model=str(local), output=target, gpu="B200 x4", llmapi=llmapi, offline=True))
     check_repository(target)
     model_yaml = yaml.safe_load((target / "tensorrt_llm/1/model.yaml").read_text())
     assert model_yaml["model"] == "tensorrt_llm/1/checkpoint"

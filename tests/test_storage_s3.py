@@ -15,10 +15,11 @@ import requests
 from click.testing import CliRunner
 from conftest import free_port
 
-from tritonrepo import stage_cache as stage_cache_module
-from tritonrepo.build import BuildRequest, build
 from tritonrepo.cli.main import cli
 from tritonrepo.errors import BucketNotFoundError, IntegrityError, StorageAuthError, StorageError, UnsafeKeyError
+from tritonrepo.planning import stage_cache as stage_cache_module
+from tritonrepo.planning.build import build
+from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.repository.manifest import MANIFEST, sha256_file
 from tritonrepo.storage import TransferOptions, pull, push
 from tritonrepo.storage import transfer as transfer_module
@@ -62,7 +63,7 @@ def bucket(s3) -> str:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    return build(BuildRequest(model="tiny-llama", output=tmp_path_factory.mktemp("built") / "tiny-llama")).path
+    return build(DeploymentRequest(model="tiny-llama", output=tmp_path_factory.mktemp("built") / "tiny-llama")).path
 
 
 @pytest.fixture

@@ -63,10 +63,10 @@ def _pytorch_path_options(command):
     return command
 
 
-def _llmapi_request(profile, serving, trtllm_version, nodes, ep_size, mtp, kv_cache_dtype):
-    from tritonrepo.pytorch_path.tuning import LlmApiRequest
+def _llmapi_choices(profile, serving, trtllm_version, nodes, ep_size, mtp, kv_cache_dtype):
+    from tritonrepo.planning.request import LlmApiChoices
 
-    return LlmApiRequest(
+    return LlmApiChoices(
         profile=profile, serving=serving, trtllm_version=trtllm_version, nodes=nodes, ep_size=ep_size,
         mtp_layers=mtp, kv_cache_dtype=kv_cache_dtype,
     )  # fmt: skip
@@ -114,11 +114,11 @@ def cli(quiet: bool) -> None:
 def build(model, runtime, output, revision, max_batch_size, max_input_len, max_seq_len, decoupled, offline,
           max_num_tokens, quantization, tp_size, pp_size, force, cache_dir, gpu, download, **pytorch_path) -> None:  # fmt: skip
     """Build a validated Triton model repository for MODEL."""
-    from tritonrepo.build import BuildRequest
-    from tritonrepo.build import build as run_build
+    from tritonrepo.planning.build import build as run_build
+    from tritonrepo.planning.request import DeploymentRequest
 
     result = run_build(
-        BuildRequest(
+        DeploymentRequest(
             model=model,
             runtime=runtime,
             output=output,
@@ -135,7 +135,7 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
             force=force,
             cache_dir=cache_dir,
             gpu=gpu,
-            llmapi=_llmapi_request(**pytorch_path),
+            llmapi=_llmapi_choices(**pytorch_path),
             download=download,
         )
     )
@@ -166,11 +166,15 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
 def plan(model, gpu, runtime, quantization, tp_size, pp_size, max_batch_size, max_input_len, max_seq_len,
          max_num_tokens, kv_cache_free_gpu_mem_fraction, revision, offline, as_json, **pytorch_path) -> None:  # fmt: skip
     """Show the deployment plan for MODEL on this machine's GPUs or on --gpu; no GPU needed."""
-    from tritonrepo.plan import PlanRequest
-    from tritonrepo.plan_report import format_plan
-    from tritonrepo.planner import make_plan
+    from tritonrepo.planning.preview import make_plan
+    from tritonrepo.planning.report import format_plan
+    from tritonrepo.planning.request import DeploymentRequest
 
-    request = PlanRequest(
+    request = DeploymentRequest(
+        model=model,
+        gpu=gpu,
+        revision=revision,
+        offline=offline,
         runtime=runtime,
         max_batch_size=max_batch_size,
         max_input_len=max_input_len,
@@ -180,9 +184,9 @@ def plan(model, gpu, runtime, quantization, tp_size, pp_size, max_batch_size, ma
         tp_size=tp_size,
         pp_size=pp_size,
         kv_cache_free_gpu_mem_fraction=kv_cache_free_gpu_mem_fraction,
-        llmapi=_llmapi_request(**pytorch_path),
+        llmapi=_llmapi_choices(**pytorch_path),
     )
-    result = make_plan(model, gpu=gpu, request=request, revision=revision, offline=offline)
+    result = make_plan(request)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
@@ -212,14 +216,14 @@ def export_dstack(model, gpu, quantization, max_batch_size, max_seq_len, output,
     """dstack task/service configurations that build and serve MODEL on --gpu (`dstack apply -f <file>`)."""
     from tritonrepo.export.dstack import render_dstack, write_configurations
     from tritonrepo.export.from_plan import dstack_target
-    from tritonrepo.plan import PlanRequest
-    from tritonrepo.planner import make_plan
+    from tritonrepo.planning.preview import make_plan
+    from tritonrepo.planning.request import DeploymentRequest
 
-    request = PlanRequest(
-        max_batch_size=max_batch_size, max_seq_len=max_seq_len, quantization=quantization,
-        llmapi=_llmapi_request(**pytorch_path),
+    request = DeploymentRequest(
+        model=model, gpu=gpu, offline=offline, max_batch_size=max_batch_size, max_seq_len=max_seq_len,
+        quantization=quantization, llmapi=_llmapi_choices(**pytorch_path),
     )  # fmt: skip
-    result = make_plan(model, gpu=gpu, request=request, offline=offline)
+    result = make_plan(request)
     flags = {"--quantization": quantization if quantization != "none" else None, "--max-batch-size": max_batch_size,
              "--max-seq-len": max_seq_len}  # fmt: skip
     if result.plan.llmapi is not None:

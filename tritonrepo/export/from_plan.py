@@ -13,7 +13,7 @@ import shlex
 
 from tritonrepo.errors import RenderError
 from tritonrepo.export.dstack import DstackTarget, dstack_gpu
-from tritonrepo.plan import DeploymentPlan
+from tritonrepo.planning.plan import DeploymentPlan
 from tritonrepo.pytorch_path import launch_files
 from tritonrepo.pytorch_path.llm_options import options_yaml
 from tritonrepo.trtllm.versions import container_for, newest_container

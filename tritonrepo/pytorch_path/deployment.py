@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from tritonrepo import __version__, progress
-from tritonrepo.plan import DeploymentPlan
+from tritonrepo.planning.plan import DeploymentPlan
 from tritonrepo.pytorch_path import launch_files
 from tritonrepo.pytorch_path.llm_options import llm_args, options_yaml
 from tritonrepo.pytorch_path.triton_repo import render_llmapi_repository
@@ -61,8 +61,8 @@ def _hashed(root: Path) -> dict:
 
 def _remember_digests(target: Path, files: dict) -> None:
     """So the first serve's integrity check reads no weight file again (a linked checkpoint may be hundreds of GB)."""
+    from tritonrepo.planning.stage_cache import FileDigests
     from tritonrepo.source.resolve import cache_root
-    from tritonrepo.stage_cache import FileDigests
 
     remember_large_files(FileDigests(cache_root() / "file-digests.json"), target, files)
 

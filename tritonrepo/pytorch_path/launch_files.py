@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-from tritonrepo.pytorch_path.tuning import TRTLLM_SERVE_REASONING_PARSER, LlmApiPlan
+from tritonrepo.planning.llmapi import TRTLLM_SERVE_REASONING_PARSER, LlmApiPlan
 from tritonrepo.trtllm.versions import parse_version
 
 OPTIONS_FILE = "extra-llm-api-options.yml"

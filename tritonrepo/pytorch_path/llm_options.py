@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import yaml
 
-from tritonrepo.pytorch_path.tuning import OVERLAP_SCHEDULER_ON_BY_DEFAULT, LlmApiPlan
+from tritonrepo.planning.llmapi import OVERLAP_SCHEDULER_ON_BY_DEFAULT, LlmApiPlan
 from tritonrepo.trtllm.versions import parse_version
 
 

@@ -109,8 +109,8 @@ def check_repository(root: Path, *, location: Path | None = None) -> None:
 def _integrity_problems(root: Path, digests: Any) -> list[Problem]:
     if digests is not None:
         return manifest_problems(root, digests.of)
+    from tritonrepo.planning.stage_cache import FileDigests
     from tritonrepo.source.resolve import cache_root
-    from tritonrepo.stage_cache import FileDigests
 
     memo = FileDigests(cache_root() / "file-digests.json")
     try:

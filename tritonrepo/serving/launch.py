@@ -200,7 +200,7 @@ def _check_engines(repository: Path) -> int:
     if manifest.get("runtime") != "tensorrtllm" or not manifest.get("engine"):
         return 1
     from tritonrepo import hardware
-    from tritonrepo.engines import check_engines
+    from tritonrepo.planning.engines import check_engines
 
     record = manifest["engine"]
     check_engines(record, hardware.detect_hardware(), hardware.tensorrt_llm_version())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tritonrepo import progress
 from tritonrepo.errors import ModelDownloadError, ModelNotFoundError
-from tritonrepo.source.resolve import HUB_PATTERNS
+from tritonrepo.source.checkpoint_files import HUB_PATTERNS
 
 GIB = 1024**3
 # Room to keep free besides the download itself: file-system overhead, the build's own output, other users.

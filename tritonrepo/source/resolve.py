@@ -11,22 +11,9 @@ from typing import Literal
 from tritonrepo import __version__, progress
 from tritonrepo.errors import ModelDownloadError, ModelNotFoundError, UnsupportedModelError
 from tritonrepo.source.catalog import EMBEDDED, ModelFacts, lookup
+from tritonrepo.source.download import download_checkpoint
 
 EMBEDDED_MODELS = tuple(model.name for model in EMBEDDED)  # built locally; scripted-llama thinks, then answers
-# The files a build takes from a checkpoint, by glob; downloads fetch exactly these (never *.bin/*.pth duplicates).
-CHECKPOINT_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "*.tiktoken",
-)
-HUB_PATTERNS = CHECKPOINT_FILES + TOKENIZER_FILES
 
 
 @dataclass(frozen=True)
@@ -129,8 +116,6 @@ def check_checkpoint(path: Path) -> None:
 
 def _hub(repo_id: str, *, revision, cache_dir, token, offline) -> ModelSource:
     """Download (or reuse from the Hugging Face cache) only the files a build needs."""
-    from tritonrepo.source.download import download_checkpoint
-
     path = download_checkpoint(repo_id, revision=revision, cache_dir=cache_dir, token=token, offline=offline)
     check_checkpoint(path)
     # The snapshot folder is named after the commit: recording it pins exactly what was built, whatever was asked.

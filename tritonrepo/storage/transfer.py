@@ -15,11 +15,11 @@ from pathlib import Path
 from tritonrepo import progress
 from tritonrepo.errors import IntegrityError, StorageError, UnsafeLinkError
 from tritonrepo.files import create_hidden, write_atomically
+from tritonrepo.planning.stage_cache import FileDigests
 from tritonrepo.repository.location import is_model_config, relocate
 from tritonrepo.repository.manifest import FORMAT, MANIFEST, file_entry, portable_config, read_manifest
 from tritonrepo.repository.tree import SKIPPED_FOLDERS, Tree, walk
 from tritonrepo.source.resolve import cache_root
-from tritonrepo.stage_cache import FileDigests
 from tritonrepo.storage import sync
 from tritonrepo.storage.s3 import Connection, S3Store
 from tritonrepo.storage.url import S3Url, check_relative, parse_s3_url, safe_target

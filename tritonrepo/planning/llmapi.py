@@ -1,4 +1,4 @@
-"""The PyTorch-backend deployment plan: layout (support.py) plus the serving knobs a `--profile` chooses. Pure.
+"""The PyTorch-backend deployment plan: layout (llmapi_support.py) plus the serving knobs a `--profile` chooses. Pure.
 
 Throughput follows the DeepSeek-R1 recipe's max-throughput settings (seed 001: attention data parallelism, CUDA graphs
 up to batch 128 with padding, fp8 KV cache, MTP with one next-n layer, stream interval 10); latency keeps attention
@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass
 
 from tritonrepo.errors import PlanError
 from tritonrepo.hardware import Hardware
-from tritonrepo.pytorch_path.support import Sizing, checkpoint_precision, size
+from tritonrepo.planning.llmapi_support import Sizing, checkpoint_precision, size
+from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.source.catalog import ModelFacts
-from tritonrepo.trtllm.versions import Version, container_for, parse_version
+from tritonrepo.trtllm.versions import Version, container_for, newest_container, parse_version
 
 PROFILES = ("throughput", "latency")
 SERVINGS = ("trtllm-serve", "triton")
@@ -44,26 +45,6 @@ PROFILE_KNOBS = {
     "latency": Knobs(max_batch_size=32, cuda_graph_max_batch_size=32, attention_dp=False, mtp_layers=3,
                      stream_interval=1),
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class LlmApiRequest:
-    """What the user asked for on the PyTorch path; None means "choose for me"."""
-
-    profile: str = "throughput"
-    serving: str = "trtllm-serve"
-    trtllm_version: str | None = None  # None: the installed one, else the newest known container's
-    nodes: int | None = None
-    pp_size: int = 1
-    ep_size: int | None = None
-    mtp_layers: int | None = None
-    kv_cache_dtype: str | None = None
-    max_batch_size: int | None = None
-    max_num_tokens: int | None = None
-    max_seq_len: int | None = None
-    kv_cache_free_gpu_memory_fraction: float | None = None
-    host: str = "0.0.0.0"
-    port: int = 8000
 
 
 @dataclass(frozen=True)
@@ -105,23 +86,23 @@ class LlmApiPlan:
 
 
 def default_version(installed: str | None) -> str:
-    from tritonrepo.trtllm.versions import newest_container
-
     return installed or newest_container().trtllm
 
 
 def plan_llmapi(
-    model: str, facts: ModelFacts, hardware: Hardware, request: LlmApiRequest, *, reasoning_parser: str | None,
+    model: str, facts: ModelFacts, hardware: Hardware, request: DeploymentRequest, *, reasoning_parser: str | None,
     display_name: str, installed_version: str | None = None,
 ) -> LlmApiPlan:  # fmt: skip
+    """The PyTorch path's plan: the request's limits and its `llmapi` choices, for `hardware`."""
+    choices = request.llmapi
     for name, value, allowed in (
-        ("--profile", request.profile, PROFILES),
-        ("--serving", request.serving, SERVINGS),
-        ("--kv-cache-dtype", request.kv_cache_dtype or "auto", KV_CACHE_DTYPES),
+        ("--profile", choices.profile, PROFILES),
+        ("--serving", choices.serving, SERVINGS),
+        ("--kv-cache-dtype", choices.kv_cache_dtype or "auto", KV_CACHE_DTYPES),
     ):
         if value not in allowed:
             raise PlanError(f"unknown {name} {value!r}", hint=f"Use one of: {', '.join(allowed)}.")
-    version = request.trtllm_version or default_version(installed_version)
+    version = choices.trtllm_version or default_version(installed_version)
     try:
         parsed = parse_version(version)
     except ValueError as error:
@@ -132,9 +113,9 @@ def plan_llmapi(
             hint=f"Target {MIN_VERSION} or newer (--trtllm-version).",
         )
     precision = checkpoint_precision(facts.native_dtype)
-    sizing = size(display_name, precision, hardware, version, nodes=request.nodes, pp_size=request.pp_size,
-                  ep_size=request.ep_size, num_experts=facts.num_experts)  # fmt: skip
-    knobs = PROFILE_KNOBS[request.profile]
+    sizing = size(display_name, precision, hardware, version, nodes=choices.nodes, pp_size=request.pp_size,
+                  ep_size=choices.ep_size, num_experts=facts.num_experts)  # fmt: skip
+    knobs = PROFILE_KNOBS[choices.profile]
     gpu = hardware.gpu
     max_seq_len = request.max_seq_len or min(DEFAULT_MAX_SEQ_LEN, facts.max_position_embeddings)
     if max_seq_len > facts.max_position_embeddings:
@@ -145,12 +126,12 @@ def plan_llmapi(
     flat = parsed >= FLAT_SCHEMA
     comments = [
         "CUDA out of memory: lower kv_cache_config.free_gpu_memory_fraction (0.7 or less) in "
-        f"{'tensorrt_llm/1/model.yaml' if request.serving == 'triton' else 'extra-llm-api-options.yml'}, or "
+        f"{'tensorrt_llm/1/model.yaml' if choices.serving == 'triton' else 'extra-llm-api-options.yml'}, or "
         "max_batch_size or max_seq_len.",
         "Accuracy checks with lm_eval: pass add_special_tokens=False; the tokenizer's extra BOS costs GSM8K points.",
     ]
     env: list[tuple[str, str]] = []
-    kv = request.kv_cache_dtype
+    kv = choices.kv_cache_dtype
     if kv is None:
         if gpu.arch == "blackwell" and not flat:
             kv = "auto"
@@ -169,22 +150,22 @@ def plan_llmapi(
         comments.append(f"moe_config.backend {sizing.moe_backend}: CUTLASS, the default, does not cover "
                         f"{precision.upper()} on {gpu.name}" + (f" with expert parallel {sizing.ep_size}"
                                                                 if sizing.ep_size > 8 else ""))  # fmt: skip
-    mtp = knobs.mtp_layers if request.mtp_layers is None else request.mtp_layers
+    mtp = knobs.mtp_layers if choices.mtp_layers is None else choices.mtp_layers
     if mtp < 0:
         raise PlanError(f"--mtp {mtp} must be 0 (off) or more next-n layers")
-    if request.serving == "triton" and parsed < LLMAPI_TRITON_MODEL:
+    if choices.serving == "triton" and parsed < LLMAPI_TRITON_MODEL:
         raise PlanError(f"--serving triton needs the llmapi Triton model, TensorRT-LLM {LLMAPI_TRITON_MODEL}+")
-    fraction = request.kv_cache_free_gpu_memory_fraction or DEFAULT_KV_FRACTION
+    fraction = request.kv_cache_free_gpu_mem_fraction or DEFAULT_KV_FRACTION
     image = TRTLLM_IMAGE.format(version=version)
-    if request.serving == "triton":
+    if choices.serving == "triton":
         image = container_for(version) or image
     return LlmApiPlan(
-        model=model, precision=precision, sizing=sizing, profile=request.profile, serving=request.serving,
+        model=model, precision=precision, sizing=sizing, profile=choices.profile, serving=choices.serving,
         trtllm_version=version, max_batch_size=max_batch_size, max_num_tokens=max_num_tokens, max_seq_len=max_seq_len,
         kv_cache_dtype=kv, kv_cache_free_gpu_memory_fraction=fraction, attention_dp=knobs.attention_dp,
         cuda_graph_max_batch_size=min(knobs.cuda_graph_max_batch_size, max_batch_size), mtp_layers=mtp,
         stream_interval=knobs.stream_interval,
         moe_max_num_tokens=max_num_tokens if sizing.moe_backend in ("DEEPGEMM", "WIDEEP") else None,
-        reasoning_parser=reasoning_parser, host=request.host, port=request.port, image=image, env=tuple(env),
+        reasoning_parser=reasoning_parser, host=choices.host, port=choices.port, image=image, env=tuple(env),
         comments=tuple(comments),
     )  # fmt: skip

@@ -1,5 +1,6 @@
 """Which GPUs serve a DeepSeek-V3-architecture checkpoint through TensorRT-LLM's PyTorch backend, and with which MoE
-backend. Pure: the tables of TensorRT-LLM's DeepSeek recipes, and the check that refuses too little hardware.
+backend. Pure: the tables of TensorRT-LLM's DeepSeek recipes, and the check that refuses too little hardware
+(planner.py adds a distill that fits, from the engine path, to the alternatives).
 
 Sources (facts, read from the recipes this project started from):
 - minimum GPUs: TensorRT-LLM examples/deepseek_v3 README (seed 002): FP8 on 16x H100-80GB, 8x H200, 8x H20 (96 or
@@ -20,13 +21,6 @@ from tritonrepo.trtllm.versions import Version, parse_version
 
 PRECISIONS = ("fp8", "nvfp4")
 FP4_CHECKPOINTS = {"DeepSeek-R1": "nvidia/DeepSeek-R1-FP4", "DeepSeek-R1-0528": "nvidia/DeepSeek-R1-0528-FP4"}
-# Distills people fall back to when the full model does not fit, largest first (catalog names).
-DISTILLS = (
-    "DeepSeek-R1-Distill-Llama-70B",
-    "DeepSeek-R1-Distill-Qwen-32B",
-    "DeepSeek-R1-Distill-Qwen-14B",
-    "DeepSeek-R1-Distill-Llama-8B",
-)
 BLACKWELL_FP8 = Version(1, 0, 0)  # seed 001 (1.0) has a DEEPGEMM row for it; seed 002 (0.19) says "WIP"
 WIDE_EP = BLACKWELL_FP8  # also from seed 001 only
 NVL72_GPUS = 72
@@ -35,6 +29,14 @@ GB200_GPUS_PER_NODE = 4  # a GB200 compute tray holds 4 GPUs; NVLink joins 72 ac
 
 class UnsupportedHardwareError(PlanError):
     """The checkpoint cannot run on this hardware (too few GPUs, or an architecture the backend lacks)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, alternatives: tuple[str, ...] = ()) -> None:
+        super().__init__(message, hint=hint or (f"Alternatives: {'; '.join(alternatives)}." if alternatives else None))
+        self.alternatives = alternatives
+
+    def with_alternative(self, alternative: str) -> UnsupportedHardwareError:
+        """The same refusal suggesting one more thing: the planner adds what another path could serve instead."""
+        return UnsupportedHardwareError(self.message, alternatives=(*self.alternatives, alternative))
 
 
 @dataclass(frozen=True)
@@ -189,24 +191,4 @@ def _refuse(model: str, precision: str, hardware: Hardware, why: str, *, need: i
         options.append(f"the FP4 checkpoint {fp4} on --gpu 'B200 x4' (8 recommended)")
     if precision == "nvfp4":
         options.append("--gpu 'B200 x4'")
-    distill = _fitting_distill(hardware)
-    if distill:
-        options.append(distill)
-    return UnsupportedHardwareError(f"{why}.", hint="Alternatives: " + "; ".join(options) + ".")
-
-
-def _fitting_distill(hardware: Hardware) -> str | None:
-    """The largest DeepSeek-R1 distill our engine planner fits on this hardware, as a suggestion."""
-    from tritonrepo.plan import PlanRequest, plan_deployment  # the planner imports this module; import late
-    from tritonrepo.source.catalog import lookup
-
-    for name in DISTILLS:
-        entry = lookup(name)
-        try:
-            plan = plan_deployment(
-                name, entry.facts, hardware, PlanRequest(runtime="tensorrtllm"), tensorrt_llm_available=True
-            )
-        except PlanError:
-            continue
-        return f"a distill that fits: {name} (tensor parallel {plan.tp_size} on {hardware.describe()})"
-    return None
+    return UnsupportedHardwareError(f"{why}.", alternatives=tuple(options))

@@ -1,12 +1,15 @@
-"""Gathers what a plan needs (model facts, hardware) and plans: the I/O around the pure plan.py."""
+"""`tritonrepo plan`: gathers what a plan needs (model facts, hardware), plans, and adds what build would run: the I/O
+around the pure planner.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from tritonrepo import hardware
-from tritonrepo.engines import build_command
-from tritonrepo.plan import DeploymentPlan, PlanRequest, plan_deployment
+from tritonrepo.planning.engines import build_command
+from tritonrepo.planning.plan import DeploymentPlan
+from tritonrepo.planning.planner import plan_deployment
+from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.source.resolve import model_facts, model_reference
 from tritonrepo.trtllm.versions import newest_container
 
@@ -39,24 +42,22 @@ def pytorch_path_files(llmapi) -> dict:
     }
 
 
-def make_plan(
-    model: str, *, gpu: str | None, request: PlanRequest, revision: str | None = None, offline: bool = False
-) -> PlanResult:
+def make_plan(request: DeploymentRequest) -> PlanResult:
     """--gpu plans for the NGC TensorRT-LLM container on that hardware; without it, for this machine as it is."""
-    if gpu:  # first, as build does: an unknown name is refused before any model is looked at
-        target = hardware.parse_gpu(gpu)
+    if request.gpu:  # first, as build does: an unknown name is refused before any model is looked at
+        target = hardware.parse_gpu(request.gpu)
         available = True
     else:
         target = hardware.detect_hardware()
         available = hardware.tensorrt_llm_installed()
-    name, facts = model_facts(model, revision=revision, offline=offline)
+    name, facts = model_facts(request.model, revision=request.revision, offline=request.offline)
     plan = plan_deployment(
-        name, facts, target, request, tensorrt_llm_available=available, model_ref=model_reference(model),
+        name, facts, target, request, tensorrt_llm_available=available, model_ref=model_reference(request.model),
         installed_version=hardware.tensorrt_llm_version(),
     )  # fmt: skip
     if plan.runtime != "tensorrtllm":
         return PlanResult(plan=plan)
-    if gpu:
+    if request.gpu:
         plan = replace(plan, reason="planned for the NGC TensorRT-LLM container on the --gpu hardware")
     # Flags follow the TensorRT-LLM version: the installed one, else the newest container's.
     version = hardware.tensorrt_llm_version() or newest_container().trtllm

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonrepo import __version__, hardware, progress
-from tritonrepo.engines import build_engines, engine_record, engine_spec
 from tritonrepo.errors import PlanError
-from tritonrepo.plan import DeploymentPlan, Limits, PlanRequest, RuntimeChoice, plan_deployment
-from tritonrepo.pytorch_path.tuning import LlmApiRequest
+from tritonrepo.planning.engines import build_engines, engine_record, engine_spec
+from tritonrepo.planning.limits import Limits
+from tritonrepo.planning.plan import DeploymentPlan, RuntimeChoice
+from tritonrepo.planning.planner import plan_deployment
+from tritonrepo.planning.request import DeploymentRequest
+from tritonrepo.planning.stage_cache import FileDigests, StageCache, digest
 from tritonrepo.repository.integrity import remember_large_files
 from tritonrepo.repository.manifest import (
     FORMAT,
@@ -33,43 +36,12 @@ from tritonrepo.repository.render import render_repository, templates_root
 from tritonrepo.repository.validate import check_repository, validate_repository
 from tritonrepo.repository.writer import place_files, staged_directory, write_rendered
 from tritonrepo.source.catalog import ModelFacts, reasoning_parser
+from tritonrepo.source.checkpoint_files import CHECKPOINT_FILES, TOKENIZER_FILES
 from tritonrepo.source.generation_config import sampling_defaults
-from tritonrepo.source.resolve import (
-    CHECKPOINT_FILES,
-    TOKENIZER_FILES,
-    ModelSource,
-    cache_root,
-    model_facts,
-    model_reference,
-    resolve_model,
-)
-from tritonrepo.stage_cache import FileDigests, StageCache, digest
+from tritonrepo.source.resolve import ModelSource, cache_root, model_facts, model_reference, resolve_model
 from tritonrepo.trtllm.adapter import InstalledTensorRTLLM, TensorRTLLM
 
 DEFAULT_OUTPUT_ROOT = Path("build")
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    model: str
-    runtime: str = "auto"
-    output: Path | None = None
-    revision: str | None = None
-    max_batch_size: int | None = None
-    max_input_len: int | None = None
-    max_seq_len: int | None = None
-    max_num_tokens: int | None = None
-    quantization: str = "none"
-    tp_size: int | None = None
-    pp_size: int = 1
-    decoupled: bool = True
-    offline: bool = False
-    force: bool = False  # rebuild every stage even when its inputs are unchanged
-    cache_dir: Path | None = None  # Hugging Face download cache (default: HF_HUB_CACHE)
-    # The PyTorch path (DeepSeek-V3-architecture MoE): no engines, so it may target hardware this machine lacks.
-    gpu: str | None = None
-    llmapi: LlmApiRequest = LlmApiRequest()
-    download: bool = False  # fetch the weights now; by default the server fetches them on first start
 
 
 @dataclass
@@ -81,7 +53,7 @@ class BuildResult:
     manifest: dict = field(repr=False)
 
 
-def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> BuildResult:
+def build(request: DeploymentRequest, *, adapter: TensorRTLLM | None = None) -> BuildResult:
     """`adapter` drives TensorRT-LLM (engine builds); the installed one unless a caller passes another."""
     # --gpu is parsed first, by the parser `plan --gpu` uses: an unknown name is refused as such, on either path.
     gpus = hardware.parse_gpu(request.gpu) if request.gpu else None
@@ -104,7 +76,7 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
         source.name,
         ModelFacts.from_config(source.config()),
         machine,
-        _plan_request(request),
+        request,
         tensorrt_llm_available=hardware.tensorrt_llm_installed(),
     )
     progress.say(f"==> Runtime: {plan.runtime} ({plan.reason})")
@@ -177,23 +149,8 @@ def build(request: BuildRequest, *, adapter: TensorRTLLM | None = None) -> Build
     )
 
 
-def _plan_request(request: BuildRequest) -> PlanRequest:
-    return PlanRequest(
-        runtime=request.runtime,
-        max_batch_size=request.max_batch_size,
-        max_input_len=request.max_input_len,
-        max_seq_len=request.max_seq_len,
-        max_num_tokens=request.max_num_tokens,
-        quantization=request.quantization,
-        tp_size=request.tp_size,
-        pp_size=request.pp_size,
-        decoupled=request.decoupled,
-        llmapi=request.llmapi,
-    )
-
-
 def _build_pytorch_path(
-    request: BuildRequest, name: str, facts: ModelFacts, gpus: hardware.Hardware | None
+    request: DeploymentRequest, name: str, facts: ModelFacts, gpus: hardware.Hardware | None
 ) -> BuildResult:
     """No engine compile: a trtllm-serve or llmapi deployment sized for --gpu (or this machine's GPUs)."""
     from tritonrepo.pytorch_path.deployment import write_deployment
@@ -211,7 +168,7 @@ def _build_pytorch_path(
         name,
         facts,
         machine,
-        _plan_request(request),
+        request,
         tensorrt_llm_available=hardware.tensorrt_llm_installed(),
         model_ref=reference,
         installed_version=hardware.tensorrt_llm_version(),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from tritonrepo.memory import gib
-from tritonrepo.plan import DeploymentPlan
+import shlex
+
+from tritonrepo.planning.memory import gib
+from tritonrepo.planning.plan import DeploymentPlan
+from tritonrepo.pytorch_path.launch_files import server_argv
 
 
 def _count(params: int) -> str:
@@ -53,10 +56,6 @@ def format_plan(plan: DeploymentPlan, build_command: str | None = None) -> str:
 
 
 def _pytorch_path_rows(llmapi) -> list[tuple[str, str]]:
-    import shlex
-
-    from tritonrepo.pytorch_path.launch_files import server_argv
-
     sizing = llmapi.sizing
     return [
         ("layout", f"{sizing.gpus}x {sizing.gpu} over {sizing.nodes} node(s) of {sizing.gpus_per_node}; tensor "

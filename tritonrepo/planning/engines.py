@@ -9,7 +9,7 @@ from pathlib import Path
 from tritonrepo import progress
 from tritonrepo.errors import EngineMismatchError
 from tritonrepo.hardware import Hardware
-from tritonrepo.plan import DeploymentPlan
+from tritonrepo.planning.plan import DeploymentPlan
 from tritonrepo.trtllm.adapter import TensorRTLLM
 from tritonrepo.trtllm.commands import trtllm_build_args
 from tritonrepo.trtllm.spec import EngineBuildSpec
