@@ -1,0 +1,1 @@
+"""NVIDIA Dynamo deployments: the deployment folder's manifest, its files, and running it."""
