@@ -58,7 +58,7 @@ EOF
   "$PY" -m tritonrepo.cli.main build --model "$CHECKPOINT" --output /tmp/repo-8b --runtime hf \
     --max-batch-size 32 --max-input-len 192 --max-seq-len 320 || exit 1
   echo "build took $(( $(date +%s) - start )) s"
-  "$PY" benchmarks/frontend_overhead.py --repository /tmp/repo-8b --concurrency 1,32 --max-tokens 128 \
+  "$PY" benchmarks/frontend_overhead.py --repository /tmp/repo-8b --concurrency "${CONCURRENCY:-1,32}" --max-tokens 128 \
     --prompts 32 --json "$OUT/serve.json" --keep
   grep -h "hf runtime:" /tmp/repo-8b.tritonserver.log /tmp/*/serve.tritonserver.log 2>/dev/null | head -3
   ;;
