@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from batch_sampling import choose
-from compiled_parts import compile_parts, uncompile
+from compiled_parts import compile_parts, keep_for_graphs, uncompile
 from kv_slots import (
     SlotCache,
     attention_mask,
@@ -217,28 +217,29 @@ class Engine:
         self.max_num_sequences = self.cache.slots
         if self._overlap is None:
             self._overlap = self.device.type == "cuda"
-        self.compile_note = self._compile(
-            architecture, self.device.type == "cuda" if compile_layers is None else compile_layers
-        )
-        self._check_against_the_model(architecture)
+        wanted = self.device.type == "cuda" if compile_layers is None else compile_layers
+        self.compile_note, parts = self._compile(architecture, wanted)
         self._graphs = _DecodeGraphs(self) if cuda_graphs and self.device.type == "cuda" else None
+        self._compiled_calls = keep_for_graphs(parts) if parts and self._graphs is not None else []
+        self._check_against_the_model(architecture)  # as the passes will run: prefill eager, decode as captured
 
-    def _compile(self, architecture: str, wanted: bool) -> str:
+    def _compile(self, architecture: str, wanted: bool) -> tuple[str, list[torch.nn.Module]]:
         """Compiles the layers' norms and MLPs (on CUDA by default) and runs the start-up check through them, which
-        compiles them for the shapes of a prefill and of a decode; any failure leaves them uncompiled, and says so."""
+        compiles them for the shapes of a prefill and of a decode; any failure leaves them uncompiled, and says so.
+        Returns (what happened, the compiled modules)."""
         if not wanted:
-            return "layers not compiled"
+            return "layers not compiled", []
         started = time.perf_counter()
         parts = compile_parts(self.model)
         if not parts:
-            return "layers not compiled (no normalization or MLP modules found)"
+            return "layers not compiled (no normalization or MLP modules found)", []
         try:
             self._check_against_the_model(architecture)
         except Exception as error:  # a compiler missing or failing, or compiled logits that differ: run uncompiled
             uncompile(parts)
             reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-            return f"layers not compiled: torch.compile failed ({type(error).__name__}: {reason})"
-        return f"{len(parts)} norm and MLP modules compiled in {time.perf_counter() - started:.1f} s"
+            return f"layers not compiled: torch.compile failed ({type(error).__name__}: {reason})", []
+        return f"{len(parts)} norm and MLP modules compiled in {time.perf_counter() - started:.1f} s", parts
 
     # --- memory --------------------------------------------------------------------------------------------------------
     def _allocate(self, shapes, wanted: int) -> SlotCache:

@@ -157,7 +157,8 @@ def slot_attention(module, query, key, value, attention_mask, scaling=None, drop
     output = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, attn_mask=attention_mask, scale=scaling
     )
-    return output.view(rows, heads, length, dim).transpose(1, 2).contiguous(), None
+    # reshape, not view: some SDPA kernels (shape-dependent) return a non-contiguous output
+    return output.reshape(rows, heads, length, dim).transpose(1, 2).contiguous(), None
 
 
 def install_slot_attention(model) -> bool:
