@@ -20,7 +20,6 @@ def engine_args(plan: DynamoPlan, worker: WorkerPlan) -> dict:
         "max_batch_size": worker.max_batch_size,
         "max_num_tokens": worker.max_num_tokens,
         "max_seq_len": worker.max_seq_len,
-        "trust_remote_code": plan.moe,
         "kv_cache_config": {"free_gpu_memory_fraction": worker.free_gpu_memory_fraction},
         "disable_overlap_scheduler": worker.disable_overlap_scheduler,
     }

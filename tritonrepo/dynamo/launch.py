@@ -29,7 +29,7 @@ def single_node_script(plan: DynamoPlan) -> str:
         'DISCOVERY="${DISCOVERY:-etcd}"',
         'export DYN_FILE_KV="${DYN_FILE_KV:-$PWD/.dynamo-discovery}"',
         "pids=()",
-        'trap \'kill "${pids[@]}" 2>/dev/null; wait\' EXIT INT TERM',
+        "trap 'kill \"${pids[@]}\" 2>/dev/null; wait' EXIT INT TERM",
     ]
     device = 0
     for worker in plan.workers:
@@ -64,7 +64,7 @@ def multi_node_script(plan: DynamoPlan) -> str:
         "set -euo pipefail",
         f'IMAGE="${{IMAGE:-{plan.image}}}"',
         'MOUNTS="${MOUNTS:-$PWD:/deployment}"',
-        "mapfile -t NODES < <(scontrol show hostnames \"$SLURM_JOB_NODELIST\")",
+        'mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")',
         'HEAD="${NODES[0]}"',
         f'export ETCD_ENDPOINTS="http://$HEAD:{ETCD_PORT}" NATS_SERVER="nats://$HEAD:{NATS_PORT}"',
         'run() { srun --container-image "$IMAGE" --container-mounts "$MOUNTS" --container-workdir /deployment '

@@ -258,7 +258,9 @@ def _worker_counts(model, choices, hardware, worker_gpus, moe) -> list[tuple[str
         decode = choices.decode_workers or max(1, slots - prefill)
         needed = (prefill + decode) * worker_gpus
         if needed > gpus:
-            nearest = [f"aggregated on {gpus} GPUs (drop --disagg: {slots} worker(s) of {worker_gpus})"] if slots else []
+            nearest = (
+                [f"aggregated on {gpus} GPUs (drop --disagg: {slots} worker(s) of {worker_gpus})"] if slots else []
+            )
             nearest.append(f"--gpu '{gpu} x{needed}' ({prefill} prefill + {decode} decode worker(s) of {worker_gpus})")
             raise PlanDoesNotFitError(
                 f"{model} disaggregated needs {prefill} prefill + {decode} decode worker(s) of {worker_gpus}x {gpu} "
@@ -286,7 +288,7 @@ def _worker(role, replicas, gpus, per_node, moe, request, max_input, max_seq_len
     if role == "prefill":  # one long prompt at a time, attention spread over the ranks, no CUDA graphs
         return WorkerPlan(
             **common, ep_size=tp if moe else 1, attention_dp=moe, max_batch_size=1 if moe else 16,
-            max_num_tokens=max(8192, max_input + 1), kv_cache_dtype=kv_dtype, free_gpu_memory_fraction=0.75,
+            max_num_tokens=max(8192, max_input), kv_cache_dtype=kv_dtype, free_gpu_memory_fraction=0.75,
             disable_overlap_scheduler=True, cuda_graph_batch_sizes=(), mtp_layers=0, moe_backend=moe_backend,
             preset=RECIPE_FILES["prefill" if moe else "dense"],
         )  # fmt: skip
@@ -300,7 +302,7 @@ def _worker(role, replicas, gpus, per_node, moe, request, max_input, max_seq_len
         )  # fmt: skip
     return WorkerPlan(
         **common, ep_size=tp if moe else 1, attention_dp=moe, max_batch_size=batch,
-        max_num_tokens=max(8192, max_input + 1), kv_cache_dtype=kv_dtype, free_gpu_memory_fraction=0.8 if moe else 0.85,
+        max_num_tokens=max(8192, max_input), kv_cache_dtype=kv_dtype, free_gpu_memory_fraction=0.8 if moe else 0.85,
         disable_overlap_scheduler=False, cuda_graph_batch_sizes=cuda_graph_sizes(min(batch, 128)), mtp_layers=mtp,
         moe_backend=moe_backend, preset=RECIPE_FILES["aggregated" if moe else "dense"],
     )  # fmt: skip
