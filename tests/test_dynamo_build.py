@@ -243,3 +243,8 @@ def test_mtp_on_decode_follows_the_mtp_recipe(tmp_path):
 def test_dynamo_flags_need_serving_dynamo(tmp_path):
     result = CliRunner().invoke(cli, ["build", "--model", "tiny-llama", "--disagg", "-o", str(tmp_path / "x")])
     assert result.exit_code != 0 and "--serving dynamo" in result.output
+
+
+def test_plan_refuses_serving_dynamo_instead_of_ignoring_it():
+    result = CliRunner().invoke(cli, ["plan", "--model", "tiny-llama", "--serving", "dynamo"])
+    assert result.exit_code == 2 and "build option" in result.output

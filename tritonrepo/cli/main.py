@@ -63,10 +63,12 @@ def _pytorch_path_options(command):
     return command
 
 
-def _llmapi_choices(profile, serving, trtllm_version, nodes, ep_size, mtp, kv_cache_dtype):
+def _llmapi_choices(profile, serving, trtllm_version, nodes, ep_size, mtp, kv_cache_dtype, *, dynamo_ok=False):
     from tritonrepo.planning.request import LlmApiChoices
 
     if serving == "dynamo":
+        if not dynamo_ok:
+            raise click.UsageError("--serving dynamo is a build option: tritonrepo build --serving dynamo ...")
         serving = "trtllm-serve"  # Dynamo's own choices are DynamoChoices; MTP and the rest are shared
     return LlmApiChoices(
         profile=profile, serving=serving, trtllm_version=trtllm_version, nodes=nodes, ep_size=ep_size,
@@ -156,7 +158,7 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
             force=force,
             cache_dir=cache_dir,
             gpu=gpu,
-            llmapi=_llmapi_choices(**pytorch_path),
+            llmapi=_llmapi_choices(**pytorch_path, dynamo_ok=True),
             dynamo=dynamo,
             download=download,
         )
