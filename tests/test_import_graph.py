@@ -20,6 +20,7 @@ PURE_PLANNING = (
     "tritonrepo.planning.engine_plan",
     "tritonrepo.planning.llmapi_support",
     "tritonrepo.planning.llmapi",
+    "tritonrepo.planning.dynamo",
     "tritonrepo.planning.planner",
 )
 # Prefixes: a module named here or below it does I/O (our writers, downloads, processes, clients) or is one.

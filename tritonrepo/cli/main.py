@@ -44,9 +44,9 @@ def _pytorch_path_options(command):
         click.option("--profile", type=click.Choice(["throughput", "latency"]), default="throughput",
                      show_default=True, help="PyTorch path: attention data parallel + big batches, or small batches "
                      "+ more MTP layers."),
-        click.option("--serving", type=click.Choice(["trtllm-serve", "triton"]), default="trtllm-serve",
+        click.option("--serving", type=click.Choice(["trtllm-serve", "triton", "dynamo"]), default="trtllm-serve",
                      show_default=True, help="PyTorch path: trtllm-serve, or Triton's llmapi model behind our "
-                     "OpenAI front end."),
+                     "OpenAI front end; dynamo (build): NVIDIA Dynamo frontend + TensorRT-LLM workers, any model."),
         click.option("--trtllm-version", help="PyTorch path: the TensorRT-LLM to write for [default: the installed "
                      "one, else the newest known]."),
         click.option("--nodes", type=click.IntRange(min=1), help="PyTorch path: nodes the GPUs span [default: 8 "
@@ -63,9 +63,13 @@ def _pytorch_path_options(command):
     return command
 
 
-def _llmapi_choices(profile, serving, trtllm_version, nodes, ep_size, mtp, kv_cache_dtype):
+def _llmapi_choices(profile, serving, trtllm_version, nodes, ep_size, mtp, kv_cache_dtype, *, dynamo_ok=False):
     from tritonrepo.planning.request import LlmApiChoices
 
+    if serving == "dynamo":
+        if not dynamo_ok:
+            raise click.UsageError("--serving dynamo is a build option: tritonrepo build --serving dynamo ...")
+        serving = "trtllm-serve"  # Dynamo's own choices are DynamoChoices; MTP and the rest are shared
     return LlmApiChoices(
         profile=profile, serving=serving, trtllm_version=trtllm_version, nodes=nodes, ep_size=ep_size,
         mtp_layers=mtp, kv_cache_dtype=kv_cache_dtype,
@@ -109,13 +113,32 @@ def cli(quiet: bool) -> None:
 )
 @click.option("--gpu", help="PyTorch path only: the target hardware, e.g. 'H200 x8' [default: this machine's GPUs].")
 @click.option("--download", is_flag=True, help="PyTorch path: fetch the weights now [default: the server does].")
+@click.option("--disagg", is_flag=True, help="--serving dynamo: separate prefill and decode workers.")
+@click.option("--router", default="kv", show_default=True, help="--serving dynamo: kv or round-robin.")
+@click.option("--workers", type=int, help="--serving dynamo: aggregated workers [default: as many as the GPUs hold].")
+@click.option("--prefill-workers", type=int, help="--serving dynamo --disagg: prefill workers.")
+@click.option("--decode-workers", type=int, help="--serving dynamo --disagg: decode workers.")
+@click.option("--max-tokens-in-buffer", type=int, help="--serving dynamo --disagg: KV transfer buffer in tokens "
+              "[default: above the longest input].")  # fmt: skip
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="--serving dynamo: the frontend's port.")  # fmt: skip
 @_pytorch_path_options
 @_handle_errors
 def build(model, runtime, output, revision, max_batch_size, max_input_len, max_seq_len, decoupled, offline,
-          max_num_tokens, quantization, tp_size, pp_size, force, cache_dir, gpu, download, **pytorch_path) -> None:  # fmt: skip
+          max_num_tokens, quantization, tp_size, pp_size, force, cache_dir, gpu, download, disagg, router, workers,
+          prefill_workers, decode_workers, max_tokens_in_buffer, http_port, **pytorch_path) -> None:  # fmt: skip
     """Build a validated Triton model repository for MODEL."""
     from tritonrepo.planning.build import build as run_build
-    from tritonrepo.planning.request import DeploymentRequest
+    from tritonrepo.planning.request import DeploymentRequest, DynamoChoices
+
+    dynamo = None
+    if pytorch_path["serving"] == "dynamo":
+        dynamo = DynamoChoices(disagg=disagg, router=router, workers=workers, prefill_workers=prefill_workers,
+                               decode_workers=decode_workers, max_tokens_in_buffer=max_tokens_in_buffer,
+                               http_port=http_port)  # fmt: skip
+    elif disagg or workers or prefill_workers or decode_workers or max_tokens_in_buffer or router != "kv":
+        raise click.UsageError("--disagg, --router, --workers, --prefill-workers, --decode-workers and "
+                               "--max-tokens-in-buffer need --serving dynamo")  # fmt: skip
 
     result = run_build(
         DeploymentRequest(
@@ -135,7 +158,8 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
             force=force,
             cache_dir=cache_dir,
             gpu=gpu,
-            llmapi=_llmapi_choices(**pytorch_path),
+            llmapi=_llmapi_choices(**pytorch_path, dynamo_ok=True),
+            dynamo=dynamo,
             download=download,
         )
     )

@@ -58,6 +58,8 @@ def build(request: DeploymentRequest, *, adapter: TensorRTLLM | None = None) -> 
     # --gpu is parsed first, by the parser `plan --gpu` uses: an unknown name is refused as such, on either path.
     gpus = hardware.parse_gpu(request.gpu) if request.gpu else None
     name, facts = model_facts(request.model, revision=request.revision, offline=request.offline)  # no weights
+    if request.dynamo is not None:
+        return _build_dynamo(request, name, facts, gpus)
     if facts.is_moe:
         return _build_pytorch_path(request, name, facts, gpus)
     if gpus is not None:
@@ -185,6 +187,33 @@ def _build_pytorch_path(
     }
     manifest = write_deployment(plan, target, model=model)
     return BuildResult(target.resolve(), source, RuntimeChoice("pytorch", plan.reason), plan.limits, manifest)
+
+
+def _build_dynamo(
+    request: DeploymentRequest, name: str, facts: ModelFacts, gpus: hardware.Hardware | None
+) -> BuildResult:
+    """NVIDIA Dynamo: frontend + TensorRT-LLM workers; no weights are fetched (the workers load the model), except the
+    embedded models, whose local folder the workers are given."""
+    from tritonrepo.dynamo.deployment import write_deployment
+    from tritonrepo.planning.dynamo import plan_dynamo
+    from tritonrepo.source.resolve import EMBEDDED_MODELS
+
+    machine = gpus or hardware.detect_hardware()
+    plan = plan_dynamo(name, model_reference(request.model), facts, machine, request,
+                       reasoning_parser=reasoning_parser(name, model_reference(request.model)))  # fmt: skip
+    if request.model in EMBEDDED_MODELS:  # planned first: a refused plan creates nothing
+        source = resolve_model(request.model)
+        plan = dataclasses.replace(plan, model_path=str(source.path), served_model_name=name)
+    target = write_deployment(plan, Path(request.output or DEFAULT_OUTPUT_ROOT / name))
+    progress.say(f"==> Dynamo {plan.dynamo_version}: {'disaggregated' if plan.disaggregated else 'aggregated'}, "
+                 f"router {plan.router_mode}, {plan.nodes} node(s)")  # fmt: skip
+    for worker in plan.workers:
+        progress.say(f"    {worker.role}: {worker.replicas} x {worker.gpus_per_worker} GPU(s), {worker.engine_file}")
+    for note in plan.notes:
+        progress.say(f"    check: {note}")
+    limits = Limits(max_batch_size=max(w.max_batch_size for w in plan.workers), max_input_len=plan.max_input_len,
+                    max_seq_len=plan.max_seq_len)  # fmt: skip
+    return BuildResult(target, None, RuntimeChoice("dynamo", "--serving dynamo"), limits, plan.as_dict())
 
 
 def _matching(folder: Path, patterns: tuple[str, ...]) -> list[Path]:

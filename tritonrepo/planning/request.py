@@ -23,6 +23,19 @@ class LlmApiChoices:
 
 
 @dataclass(frozen=True)
+class DynamoChoices:
+    """`--serving dynamo`: NVIDIA Dynamo's topology (frontend + TensorRT-LLM workers); None counts mean "fill the GPUs"."""
+
+    disagg: bool = False
+    router: str = "kv"  # kv | round-robin
+    workers: int | None = None  # aggregated workers
+    prefill_workers: int | None = None
+    decode_workers: int | None = None
+    max_tokens_in_buffer: int | None = None  # cache transceiver; None: sized above the longest input
+    http_port: int = 8000
+
+
+@dataclass(frozen=True)
 class DeploymentRequest:
     model: str  # an embedded or catalog name, a local checkpoint folder, or a Hugging Face id
     # Where the model comes from.
@@ -44,6 +57,7 @@ class DeploymentRequest:
     kv_cache_free_gpu_mem_fraction: float | None = None  # None: 0.9 for engines, 0.8 on the PyTorch path
     decoupled: bool = True
     llmapi: LlmApiChoices = LlmApiChoices()
+    dynamo: DynamoChoices | None = None  # set: `--serving dynamo`
     # The build's options.
     output: Path | None = None  # default: build/<model name>
     force: bool = False  # rebuild every stage even when its inputs are unchanged

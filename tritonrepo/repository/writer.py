@@ -20,16 +20,17 @@ class OutputError(TritonRepoError):
 
 
 @contextlib.contextmanager
-def staged_directory(target: Path) -> Iterator[Path]:
+def staged_directory(target: Path, *, manifest: str = MANIFEST) -> Iterator[Path]:
     """Yield an empty folder next to `target`; on success it takes target's place, on any failure it is removed.
 
-    An existing target is replaced only if it is one of ours (it holds a manifest) or empty, so a mistyped --output
+    An existing target is replaced only if it is one of ours (it holds `manifest`) or empty, so a mistyped --output
     never deletes someone's files.
     """
     target = target.resolve()
-    if target.exists() and not _replaceable(target):
+    if target.exists() and not _replaceable(target, manifest):
         raise OutputError(
-            f"{target} exists and is not a tritonrepo repository (no {MANIFEST})",
+            f"{target} exists and is not a tritonrepo {'repository' if manifest == MANIFEST else 'deployment'} "
+            f"(no {manifest})",
             hint="Choose another --output, or remove that folder yourself.",
         )
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -42,8 +43,8 @@ def staged_directory(target: Path) -> Iterator[Path]:
         raise
 
 
-def _replaceable(target: Path) -> bool:
-    return target.is_dir() and ((target / MANIFEST).is_file() or not any(target.iterdir()))
+def _replaceable(target: Path, manifest: str) -> bool:
+    return target.is_dir() and ((target / manifest).is_file() or not any(target.iterdir()))
 
 
 def _swap(staging: Path, target: Path) -> None:
