@@ -78,7 +78,8 @@ def test_models_that_mix_attention_types_are_refused():
 
 
 @pytest.mark.parametrize("length", [1, 5])
-def test_slot_attention_equals_attention_over_repeated_key_value_heads(length):
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_slot_attention_equals_attention_over_repeated_key_value_heads(length, layout, monkeypatch):
     # grouped-query heads folded into the query length must give what repeating the key/value heads gives
     from kv_slots import slot_attention
 
@@ -92,7 +93,15 @@ def test_slot_attention_equals_attention_over_repeated_key_value_heads(length):
     class Module:
         num_key_value_groups = heads // kv_heads
 
+    if layout == "strided":  # some CUDA SDPA kernels return their output non-contiguous (seen on an H200)
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        monkeypatch.setattr(
+            torch.nn.functional,
+            "scaled_dot_product_attention",
+            lambda *a, **kw: sdpa(*a, **kw).transpose(1, 2).contiguous().transpose(1, 2),
+        )
     found, _ = slot_attention(Module(), query, key, value, mask, scaling=dim**-0.5)
+    monkeypatch.undo()
     repeated = (key.repeat_interleave(heads // kv_heads, 1), value.repeat_interleave(heads // kv_heads, 1))
     expected = torch.nn.functional.scaled_dot_product_attention(query, *repeated, attn_mask=mask, scale=dim**-0.5)
     assert found.shape == (rows, length, heads, dim)
