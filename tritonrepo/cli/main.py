@@ -385,10 +385,10 @@ def serve(
     stand_in,
 ):
     """Start tritonserver on REPOSITORY (a folder or s3://bucket/prefix) and the OpenAI endpoint; Ctrl-C stops both."""
+    from tritonrepo.dynamo.manifest import is_dynamo_deployment
     from tritonrepo.frontend.admission import api_keys_from
     from tritonrepo.frontend.policy import FrontendPolicy
     from tritonrepo.serving.launch import ServeOptions, default_repository, serve_repository
-    from tritonrepo.dynamo.manifest import is_dynamo_deployment
     from tritonrepo.serving.trtllm_serve import is_trtllm_serve_deployment, serve_deployment
 
     chosen = repository or default_repository()

@@ -93,7 +93,10 @@ class PortableWorker:
         prompt = token_ids_to_list(request.get("token_ids")) or []
         key = _request_id(context)
         params, hidden = sampling_params(
-            request, max_seq_len=self.engine.max_seq_len, prompt_len=len(prompt), params_type=self.hf_engine.SamplingParams
+            request,
+            max_seq_len=self.engine.max_seq_len,
+            prompt_len=len(prompt),
+            params_type=self.hf_engine.SamplingParams,
         )
         loop = asyncio.get_running_loop()
         updates: asyncio.Queue = asyncio.Queue()
