@@ -453,12 +453,18 @@ def serve(
     "--openai-url", default="http://127.0.0.1:9000/v1", show_default=True, help="OpenAI endpoint ('' to skip)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option(
+    "--dynamo",
+    is_flag=True,
+    help="The deployment is served by NVIDIA Dynamo: the OpenAI checks run, Triton's are reported not applicable.",
+)
 @_handle_errors
-def smoke(url, grpc_url, openai_url, as_json) -> None:
+def smoke(url, grpc_url, openai_url, as_json, dynamo) -> None:
     """Smoke-test a running deployment with tritonclient (HTTP and gRPC) and the OpenAI endpoint."""
     from tritonrepo.checks.smoke import SmokeTargets, format_table, raise_on_failure, run_smoke
 
-    results = run_smoke(SmokeTargets(http_url=url, grpc_url=grpc_url, openai_url=openai_url or None))
+    targets = SmokeTargets(http_url=url, grpc_url=grpc_url, openai_url=openai_url or None, dynamo=dynamo)
+    results = run_smoke(targets)
     click.echo(json.dumps([r.as_dict() for r in results], indent=2) if as_json else format_table(results))
     raise_on_failure(results)
 

@@ -109,7 +109,7 @@ class PortableWorker:
             params=params,
             on_step=lambda _sequence, result: deliver("step", result),
             on_error=lambda _sequence, error: deliver("error", error),
-            on_cancel=lambda _sequence: deliver("cancelled", None),
+            on_cancel=lambda cancelled: self._cancelled(cancelled, deliver),
             key=key,
         )
         try:
@@ -118,6 +118,9 @@ class PortableWorker:
             log.warning("request %s refused: %s", key, error)
             raise
         produced, ended, blocks = 0, None, []
+        # Dynamo may stop a request while this generator waits at a `yield` (the client left the stream) and close it
+        # only much later: a watcher on the loop cancels the engine's sequence at once.
+        watcher = asyncio.create_task(self._watch(context, key)) if context is not None else None
         try:
             while ended is None:
                 try:
@@ -152,12 +155,24 @@ class PortableWorker:
                     },
                 }
         finally:
+            if watcher is not None:
+                watcher.cancel()
             if ended is None or ended == "cancelled":  # the client left (the generator closed) or Dynamo stopped it
                 self.engine.cancel(key)
                 ended = "cancelled"
             self._publish_removed(blocks)
             self.served += 1
             log.info("request %s: %d prompt tokens -> %d tokens, %s", key, len(prompt), produced, ended)
+
+    async def _watch(self, context, key: str) -> None:
+        while not (context.is_stopped() or context.is_killed()):
+            await asyncio.sleep(POLL_S)
+        self.engine.cancel(key)
+
+    @staticmethod
+    def _cancelled(sequence, deliver) -> None:  # on the engine's thread, as the sequence leaves its slot
+        log.info("request %s cancelled in the engine after %d tokens", sequence.key, len(sequence.output_ids))
+        deliver("cancelled", None)
 
     def _publish_stored(self, prompt: list[int]) -> list[int]:
         """The prompt's full blocks, once the engine holds them (after its prefill): the KV router's view."""

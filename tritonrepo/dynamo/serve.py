@@ -283,8 +283,8 @@ def _announce(deployment: manifest.DynamoDeployment, workers: list[ProcessSpec],
         f"==> NVIDIA Dynamo: frontend (router {deployment.router_mode}, KV block {deployment.kv_block_size}) + "
         f"{len(workers)} worker(s) of {deployment.served_model_name!r}"
     )
-    if not trtllm:
-        progress.say("    TensorRT-LLM is not installed here: aggregated workers run the portable runtime")
+    if not trtllm and any(spec.role == "aggregated" for spec in workers):
+        progress.say("    TensorRT-LLM is not installed here: the aggregated workers run tritonrepo's portable runtime")
     if any(spec.stand_in for spec in workers):
         progress.say(
             f"    STAND-INS: {', '.join(sorted(k for k in kinds if k in ('mocker',)))} workers (Dynamo's dynamo.mocker: "

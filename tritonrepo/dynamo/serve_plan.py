@@ -11,6 +11,7 @@ from tritonrepo.errors import ServerError
 
 NAMESPACE = "dynamo"  # Dynamo's default namespace: the frontend finds workers in any namespace, launch scripts alike
 STAND_INS = ("mocker",)
+MIGRATION_LIMIT = 3
 MODES = {"aggregated": "agg", "prefill": "prefill", "decode": "decode"}  # manifest role -> Dynamo's mode name
 
 
@@ -36,6 +37,9 @@ def frontend_command(deployment: DynamoDeployment, *, host: str, port: int) -> l
         "--router-mode", deployment.router_mode,  # kv | round-robin: both are frontend choices as they are
         "--kv-cache-block-size", str(deployment.kv_block_size),  # the workers' block size: the router must agree
         "--discovery-backend", "file",
+        # A request whose worker dies (before or while it streams) is retried on another: the dead worker's
+        # registration outlives it by its lease (about 10 s), and the router would keep picking it until then.
+        "--migration-limit", str(MIGRATION_LIMIT),
     ]  # fmt: skip
 
 
