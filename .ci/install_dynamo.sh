@@ -37,6 +37,7 @@ trap 'rm -f "$constraints"' EXIT
 "$PYTHON" -m pip install --quiet -c "$constraints" \
     "aiohttp>=3.14.3,<4.0" "certifi>=2026.10.19" "kubernetes>=32.0.1,<33.0.0" "msgspec>=0.19.0" \
     "prometheus-client>=0.23.1,<1.0" "pyzmq>=26.0.0" "redis>=6.2.0,<9.0.0" "tqdm>=4.0.0" "transformers>=4.56.0" \
-    "typing-extensions>=4.10.0" "zstandard>=0.23.0,<1.0" "uvloop>=0.21.0"
-"$PYTHON" -c "import dynamo.llm, dynamo.runtime, dynamo.frontend, dynamo.mocker" 
+    "typing-extensions>=4.10.0" "zstandard>=0.23.0,<1.0" "uvloop>=0.21.0" \
+    "pydantic>=2.10.6"  # ai-dynamo-runtime's; it asks <=2.13.5 too, but runs with the 2.14 installed here
+"$PYTHON" -c "import dynamo.llm, dynamo.runtime, dynamo.frontend, dynamo.mocker"
 echo "Dynamo $DYNAMO_VERSION installed for $PYTHON"

@@ -51,7 +51,9 @@ class DynamoServe:
         self.port = free_port()
         self.log = log
         command = [sys.executable, "-m", "tritonrepo.cli.main", "serve", str(folder), "--openai-port", str(self.port)]
-        self.process = subprocess.Popen([*command, *extra], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        # serve keeps its per-process logs in a temporary folder: the test's, so runs leave nothing in /tmp
+        env = {**os.environ, "TMPDIR": str(log.parent)}
+        self.process = subprocess.Popen([*command, *extra], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
 
     @property
     def output(self) -> str:
