@@ -27,6 +27,7 @@ from pathlib import Path
 # Areas whose imports an extra answers for, first match wins; everything else needs the base dependencies.
 AREAS = (
     ("tritonrepo/frontend/", "frontend"),  # `tritonrepo serve`'s OpenAI front end
+    ("tritonrepo/dynamo/", "dynamo"),  # serving on NVIDIA Dynamo (installed by .ci/install_dynamo.sh)
     ("tritonrepo/source/tiny_llama.py", "runtime"),  # the embedded models are made with tokenizers + safetensors
     ("tritonrepo/source/scripted_llama.py", "runtime"),
     ("all_models/", "runtime"),  # Triton's Python models run in the serving environment: the portable runtime's

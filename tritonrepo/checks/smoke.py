@@ -24,6 +24,11 @@ class SmokeTargets:
     grpc_url: str = "127.0.0.1:8001"
     openai_url: str | None = "http://127.0.0.1:9000/v1"
     timeout: float = 60.0
+    dynamo: bool = False  # a Dynamo deployment: only the OpenAI endpoint exists, Triton's protocol does not apply
+
+
+# Triton's own checks, listed as not applicable against a Dynamo deployment (its frontend speaks only OpenAI here)
+TRITON_CHECKS = ("server live", "server ready", "repository index", "entry points over HTTP and gRPC streaming")
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,15 @@ class CheckResult:
     ok: bool
     detail: str
     seconds: float
+    applies: bool = True  # False: not applicable to this deployment (neither passed nor failed)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def run_smoke(targets: SmokeTargets) -> list[CheckResult]:
+    if targets.dynamo:
+        return _dynamo_smoke(targets)
     import tritonclient.http as http_client
 
     http = http_client.InferenceServerClient(targets.http_url, network_timeout=targets.timeout)
@@ -56,6 +64,16 @@ def run_smoke(targets: SmokeTargets) -> list[CheckResult]:
     if targets.openai_url:
         results.append(_check("OpenAI chat (non-stream)", lambda: _openai_chat(targets, stream=False)))
         results.append(_check("OpenAI chat (stream)", lambda: _openai_chat(targets, stream=True)))
+    return results
+
+
+def _dynamo_smoke(targets: SmokeTargets) -> list[CheckResult]:
+    reason = "not applicable: a Dynamo deployment has no Triton endpoint (its frontend serves OpenAI only)"
+    results = [CheckResult(name, True, reason, 0.0, applies=False) for name in TRITON_CHECKS]
+    if not targets.openai_url:
+        raise SmokeError("a Dynamo deployment is checked through its OpenAI endpoint: give --openai-url")
+    results.append(_check("OpenAI chat (non-stream)", lambda: _openai_chat(targets, stream=False)))
+    results.append(_check("OpenAI chat (stream)", lambda: _openai_chat(targets, stream=True)))
     return results
 
 
@@ -195,13 +213,19 @@ def format_table(results: list[CheckResult]) -> str:
     width = max(len(r.name) for r in results)
     lines = [f"{'check':<{width}}  result  time    detail", f"{'-' * width}  ------  ------  ------"]
     for r in results:
-        lines.append(f"{r.name:<{width}}  {'PASS' if r.ok else 'FAIL':<6}  {r.seconds:5.2f}s  {r.detail}")
-    failed = sum(not r.ok for r in results)
-    lines.append(f"{len(results) - failed} of {len(results)} checks passed")
+        result = "N/A" if not r.applies else "PASS" if r.ok else "FAIL"
+        lines.append(f"{r.name:<{width}}  {result:<6}  {r.seconds:5.2f}s  {r.detail}")
+    applicable = [r for r in results if r.applies]
+    failed = sum(not r.ok for r in applicable)
+    skipped = len(results) - len(applicable)
+    lines.append(
+        f"{len(applicable) - failed} of {len(applicable)} checks passed"
+        + (f"; {skipped} not applicable to this deployment" if skipped else "")
+    )
     return "\n".join(lines)
 
 
 def raise_on_failure(results: list[CheckResult]) -> None:
-    failed = [r.name for r in results if not r.ok]
+    failed = [r.name for r in results if r.applies and not r.ok]
     if failed:
         raise SmokeError(f"{len(failed)} smoke check(s) failed: {', '.join(failed)}")

@@ -372,6 +372,12 @@ def relocate(repository: Path) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A Jinja chat template replacing the tokenizer's.",
 )
+@click.option(
+    "--stand-in",
+    type=click.Choice(["mocker"]),
+    help="Dynamo deployments only: where TensorRT-LLM is missing, run Dynamo's mocker (random tokens) in place of "
+    "the prefill/decode workers, named as stand-ins, to run the wiring for real.",
+)
 @_handle_errors
 def serve(
     repository,
@@ -400,14 +406,32 @@ def serve(
     queue_timeout,
     reasoning_parser,
     chat_template,
+    stand_in,
 ):
     """Start tritonserver on REPOSITORY (a folder or s3://bucket/prefix) and the OpenAI endpoint; Ctrl-C stops both."""
+    from tritonrepo.dynamo.manifest import is_dynamo_deployment
     from tritonrepo.frontend.admission import api_keys_from
     from tritonrepo.frontend.policy import FrontendPolicy
     from tritonrepo.serving.launch import ServeOptions, default_repository, serve_repository
     from tritonrepo.serving.trtllm_serve import is_trtllm_serve_deployment, serve_deployment
 
     chosen = repository or default_repository()
+    if not str(chosen).startswith("s3://") and is_dynamo_deployment(Path(chosen)):
+        from tritonrepo.dynamo.serve import DynamoServeOptions, serve_dynamo_deployment
+
+        serve_dynamo_deployment(
+            DynamoServeOptions(
+                folder=Path(chosen).resolve(),
+                host=host,
+                port=openai_port,
+                stand_in=stand_in,
+                ready_timeout=ready_timeout,
+                api_keys=tuple(api_keys_from(api_key, api_key_file)),
+            )
+        )
+        return
+    if stand_in:
+        raise click.UsageError("--stand-in applies to Dynamo deployments (tritonrepo build --serving dynamo) only")
     if not str(chosen).startswith("s3://") and is_trtllm_serve_deployment(Path(chosen)):
         sys.exit(serve_deployment(Path(chosen)))
 
@@ -453,12 +477,18 @@ def serve(
     "--openai-url", default="http://127.0.0.1:9000/v1", show_default=True, help="OpenAI endpoint ('' to skip)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option(
+    "--dynamo",
+    is_flag=True,
+    help="The deployment is served by NVIDIA Dynamo: the OpenAI checks run, Triton's are reported not applicable.",
+)
 @_handle_errors
-def smoke(url, grpc_url, openai_url, as_json) -> None:
+def smoke(url, grpc_url, openai_url, as_json, dynamo) -> None:
     """Smoke-test a running deployment with tritonclient (HTTP and gRPC) and the OpenAI endpoint."""
     from tritonrepo.checks.smoke import SmokeTargets, format_table, raise_on_failure, run_smoke
 
-    results = run_smoke(SmokeTargets(http_url=url, grpc_url=grpc_url, openai_url=openai_url or None))
+    targets = SmokeTargets(http_url=url, grpc_url=grpc_url, openai_url=openai_url or None, dynamo=dynamo)
+    results = run_smoke(targets)
     click.echo(json.dumps([r.as_dict() for r in results], indent=2) if as_json else format_table(results))
     raise_on_failure(results)
 
