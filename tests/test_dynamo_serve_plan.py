@@ -33,9 +33,11 @@ def flag(argv, name):
 def test_the_frontend_takes_the_router_mode_block_size_and_port_of_the_deployment():
     argv = frontend_command(deployment(router="round-robin"), host="0.0.0.0", port=9100)
     assert argv[1:3] == ["-m", "dynamo.frontend"]
-    assert flag(argv, "--router-mode") == "round-robin" and flag(argv, "--kv-cache-block-size") == "32"
+    assert flag(argv, "--router-mode") == "round-robin" and "--kv-cache-block-size" not in argv
     assert flag(argv, "--http-port") == "9100" and flag(argv, "--http-host") == "0.0.0.0"
-    assert flag(argv, "--discovery-backend") == "file"
+    assert flag(argv, "--discovery-backend") == "file" and flag(argv, "--migration-limit") == "3"
+    routed = frontend_command(deployment(router="kv"), host="127.0.0.1", port=9100)
+    assert flag(routed, "--router-mode") == "kv" and flag(routed, "--kv-cache-block-size") == "32"  # the workers' size
 
 
 def test_without_tensorrt_llm_each_aggregated_replica_is_a_portable_worker():
@@ -52,7 +54,7 @@ def test_with_tensorrt_llm_the_workers_are_dynamo_trtllm_in_their_disaggregation
     assert prefill[:3] == ["python3", "-m", "dynamo.trtllm"]
     assert flag(prefill, "--disaggregation-mode") == "prefill" and flag(decode, "--disaggregation-mode") == "decode"
     assert flag(prefill, "--extra-engine-args") == "/d/engine/prefill.yaml"
-    assert "--publish-kv-events" in decode and "--publish-kv-events" not in prefill
+    assert "--publish-kv-events" in decode and "--publish-kv-events" in prefill  # the KV router sees both
     agg = trtllm_worker_command(deployment(), Path("/d"), AGG[0])
     assert flag(agg, "--disaggregation-mode") == "agg" and flag(agg, "--model") == "/models/m"
 

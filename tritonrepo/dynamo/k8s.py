@@ -23,7 +23,7 @@ def documents(plan: DynamoPlan, engine_files: dict[str, str]) -> list[dict]:
         "Frontend": {
             "componentType": "frontend",
             "replicas": 1,
-            "extraPodSpec": {"mainContainer": _container(plan, frontend_argv(plan))},
+            "extraPodSpec": {"mainContainer": _container(plan, frontend_argv(plan, http_port=plan.http_port))},
         }
     }
     for worker in plan.workers:

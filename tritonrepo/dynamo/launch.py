@@ -41,7 +41,7 @@ def single_node_script(plan: DynamoPlan) -> str:
             lines.append(f'{env}{_line(argv)} --discovery-backend "$DISCOVERY" &')
             lines.append('pids+=("$!")')
     lines += [
-        f'{_line(frontend_argv(plan))} --discovery-backend "$DISCOVERY" &',
+        f'{_line(frontend_argv(plan, http_port=plan.http_port))} --discovery-backend "$DISCOVERY" &',
         'pids+=("$!")',
         "# The first requests after start are slow (CUDA graphs, autotuning): warm up before measuring.",
         "wait -n",
@@ -74,7 +74,7 @@ def multi_node_script(plan: DynamoPlan) -> str:
         f'--advertise-client-urls "http://$HEAD:{ETCD_PORT}" &',
         f'run --nodes 1 --ntasks 1 --nodelist "$HEAD" --overlap nats-server -js -p {NATS_PORT} &',
         "sleep 10",
-        f'run --nodes 1 --ntasks 1 --nodelist "$HEAD" --overlap {_line(frontend_argv(plan))} &',
+        f'run --nodes 1 --ntasks 1 --nodelist "$HEAD" --overlap {_line(frontend_argv(plan, http_port=plan.http_port))} &',
     ]
     node = 0
     for worker in plan.workers:

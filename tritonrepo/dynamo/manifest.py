@@ -25,6 +25,10 @@ class WorkerGroup:
     engine_config: str  # the worker's LLM-API YAML, relative to the deployment folder: "engine/agg.yaml"
     nodes_per_worker: int = 1
 
+    @property
+    def engine_file(self) -> str:
+        return self.engine_config
+
 
 @dataclass(frozen=True)
 class DynamoDeployment:

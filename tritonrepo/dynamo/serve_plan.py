@@ -6,13 +6,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tritonrepo.dynamo.commands import DISAGGREGATION_MODE, frontend_argv, trtllm_worker_argv
 from tritonrepo.dynamo.manifest import DynamoDeployment, WorkerGroup
 from tritonrepo.errors import ServerError
 
 NAMESPACE = "dynamo"  # Dynamo's default namespace: the frontend finds workers in any namespace, launch scripts alike
 STAND_INS = ("mocker",)
-MIGRATION_LIMIT = 3
-MODES = {"aggregated": "agg", "prefill": "prefill", "decode": "decode"}  # manifest role -> Dynamo's mode name
 
 
 @dataclass(frozen=True)
@@ -30,34 +29,12 @@ class ProcessSpec:
 
 
 def frontend_command(deployment: DynamoDeployment, *, host: str, port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "dynamo.frontend",
-        "--http-host", host,
-        "--http-port", str(port),
-        "--router-mode", deployment.router_mode,  # kv | round-robin: both are frontend choices as they are
-        "--kv-cache-block-size", str(deployment.kv_block_size),  # the workers' block size: the router must agree
-        "--discovery-backend", "file",
-        # A request whose worker dies (before or while it streams) is retried on another: the dead worker's
-        # registration outlives it by its lease (about 10 s), and the router would keep picking it until then.
-        "--migration-limit", str(MIGRATION_LIMIT),
-    ]  # fmt: skip
+    return frontend_argv(deployment, http_port=port, host=host, discovery_backend="file", python=sys.executable)
 
 
 def trtllm_worker_command(deployment: DynamoDeployment, folder: Path, group: WorkerGroup) -> list[str]:
-    """`python3 -m dynamo.trtllm` for one worker of `group` (flags of Dynamo 1.6.1's trtllm/backend_args.py)."""
-    argv = [
-        "python3", "-m", "dynamo.trtllm",
-        "--model", deployment.model_path,
-        "--served-model-name", deployment.served_model_name,
-        "--extra-engine-args", str(Path(folder) / group.engine_config),
-        "--disaggregation-mode", MODES[group.role],
-        "--kv-block-size", str(deployment.kv_block_size),
-        "--max-seq-len", str(deployment.max_seq_len),
-        "--max-batch-size", str(deployment.max_batch_size),
-    ]  # fmt: skip
-    if deployment.router_mode == "kv" and group.role != "prefill":
-        argv.append("--publish-kv-events")  # the KV router routes on the workers' real cache contents
-    return argv
+    """`python3 -m dynamo.trtllm` for one worker of `group`: the command the launch scripts run, with file discovery."""
+    return trtllm_worker_argv(deployment, group, engine_dir=str(Path(folder) / "engine"), discovery_backend="file")
 
 
 def portable_worker_command(deployment: DynamoDeployment) -> list[str]:
@@ -82,7 +59,7 @@ def mocker_command(deployment: DynamoDeployment, group: WorkerGroup, bootstrap_p
         "--model-name", deployment.served_model_name,
         "--block-size", str(deployment.kv_block_size),
         "--max-num-seqs", str(deployment.max_batch_size),
-        "--disaggregation-mode", MODES[group.role],
+        "--disaggregation-mode", DISAGGREGATION_MODE[group.role],
         "--discovery-backend", "file",
     ]  # fmt: skip
     if bootstrap_port is not None:  # each prefill worker's rendezvous port for the decode side
