@@ -223,8 +223,9 @@ def export() -> None:
 
 
 @export.command("dstack")
-@click.option("--model", "-m", required=True, help="A known model name, Hugging Face id or local folder.")
-@click.option("--gpu", required=True, help="The target hardware: NAME[xN], e.g. 'H200 x8', 'A100-40GB'.")
+@click.argument("deployment", required=False, type=click.Path(path_type=Path))
+@click.option("--model", "-m", help="A known model name, Hugging Face id or local folder.")
+@click.option("--gpu", help="The target hardware: NAME[xN], e.g. 'H200 x8', 'A100-40GB'.")
 @click.option("--quantization", type=click.Choice(["none", "fp8", "fp8-kv"]), default="none", show_default=True)
 @click.option("--max-batch-size", type=click.IntRange(min=1))
 @click.option("--max-seq-len", type=click.IntRange(min=2))
@@ -235,13 +236,25 @@ def export() -> None:
 @click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache.")
 @_pytorch_path_options
 @_handle_errors
-def export_dstack(model, gpu, quantization, max_batch_size, max_seq_len, output, force, install, offline,
+def export_dstack(deployment, model, gpu, quantization, max_batch_size, max_seq_len, output, force, install, offline,
                   **pytorch_path) -> None:  # fmt: skip
-    """dstack task/service configurations that build and serve MODEL on --gpu (`dstack apply -f <file>`)."""
+    """dstack configurations (`dstack apply -f <file>`): from a plan (--model M --gpu G: build and serve it), or of a
+    DEPLOYMENT folder written by `build --serving dynamo` (a service on one node, a task over several)."""
     from tritonrepo.export.dstack import render_dstack, write_configurations
     from tritonrepo.export.from_plan import dstack_target
     from tritonrepo.planning.preview import make_plan
     from tritonrepo.planning.request import DeploymentRequest
+
+    if deployment is not None:
+        from tritonrepo.export.from_dynamo import target_from_folder
+
+        if model or gpu:
+            raise click.UsageError("DEPLOYMENT already holds the model and the GPUs: give it, or --model and --gpu")
+        for path in write_configurations(output, render_dstack(target_from_folder(deployment)), force=force):
+            click.echo(str(path))
+        return
+    if not model or not gpu:
+        raise click.UsageError("give --model and --gpu (a plan), or a DEPLOYMENT folder (build --serving dynamo)")
 
     request = DeploymentRequest(
         model=model, gpu=gpu, offline=offline, max_batch_size=max_batch_size, max_seq_len=max_seq_len,
