@@ -20,6 +20,7 @@ PURE_PLANNING = (
     "tritonrepo.planning.engine_plan",
     "tritonrepo.planning.llmapi_support",
     "tritonrepo.planning.llmapi",
+    "tritonrepo.planning.llmapi_dense",
     "tritonrepo.planning.dynamo",
     "tritonrepo.planning.planner",
 )

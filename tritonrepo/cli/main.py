@@ -91,7 +91,14 @@ def cli(quiet: bool) -> None:
 @click.option(
     "--model", "-m", required=True, help="tiny-llama (embedded), a local checkpoint folder, or a Hugging Face id."
 )
-@click.option("--runtime", type=click.Choice(["auto", "hf", "tensorrtllm"]), default="auto", show_default=True)
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "hf", "tensorrtllm", "pytorch"]),
+    default="auto",
+    show_default=True,
+    help="hf: the portable runtime; tensorrtllm: compiled engines; pytorch: TensorRT-LLM's "
+    "PyTorch backend (trtllm-serve or the llmapi Triton model, no engine build; DeepSeek-V3 models always).",
+)
 @click.option(
     "--output", "-o", type=click.Path(path_type=Path), help="Repository folder [default: build/<model name>]."
 )
@@ -169,7 +176,14 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
 @cli.command()
 @click.option("--model", "-m", required=True, help="A known model name, Hugging Face id, local folder or tiny-llama.")
 @click.option("--gpu", help="Plan for hardware you do not have: NAME[xN], e.g. A100-40GB, 'H100-80GB x8', L4.")
-@click.option("--runtime", type=click.Choice(["auto", "hf", "tensorrtllm"]), default="auto", show_default=True)
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "hf", "tensorrtllm", "pytorch"]),
+    default="auto",
+    show_default=True,
+    help="hf: the portable runtime; tensorrtllm: compiled engines; pytorch: TensorRT-LLM's "
+    "PyTorch backend (trtllm-serve or the llmapi Triton model, no engine build; DeepSeek-V3 models always).",
+)
 @click.option("--quantization", type=click.Choice(["none", "fp8", "fp8-kv"]), default="none", show_default=True)
 @click.option("--tp-size", type=click.IntRange(min=1), help="Tensor parallel size [default: the smallest that fits].")
 @click.option("--pp-size", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline parallel size.")
@@ -223,8 +237,16 @@ def export() -> None:
 
 
 @export.command("dstack")
-@click.option("--model", "-m", required=True, help="A known model name, Hugging Face id or local folder.")
-@click.option("--gpu", required=True, help="The target hardware: NAME[xN], e.g. 'H200 x8', 'A100-40GB'.")
+@click.argument("deployment", required=False, type=click.Path(path_type=Path))
+@click.option("--model", "-m", help="A known model name, Hugging Face id or local folder.")
+@click.option("--gpu", help="The target hardware: NAME[xN], e.g. 'H200 x8', 'A100-40GB'.")
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "tensorrtllm", "pytorch"]),
+    default="auto",
+    show_default=True,
+    help="pytorch: TensorRT-LLM's PyTorch backend (a trtllm-serve service), for any model.",
+)
 @click.option("--quantization", type=click.Choice(["none", "fp8", "fp8-kv"]), default="none", show_default=True)
 @click.option("--max-batch-size", type=click.IntRange(min=1))
 @click.option("--max-seq-len", type=click.IntRange(min=2))
@@ -235,20 +257,33 @@ def export() -> None:
 @click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache.")
 @_pytorch_path_options
 @_handle_errors
-def export_dstack(model, gpu, quantization, max_batch_size, max_seq_len, output, force, install, offline,
+def export_dstack(deployment, model, gpu, runtime, quantization, max_batch_size, max_seq_len, output, force, install, offline,
                   **pytorch_path) -> None:  # fmt: skip
-    """dstack task/service configurations that build and serve MODEL on --gpu (`dstack apply -f <file>`)."""
+    """dstack configurations (`dstack apply -f <file>`): from a plan (--model M --gpu G: build and serve it), or of a
+    DEPLOYMENT folder written by `build --serving dynamo` (a service on one node, a task over several)."""
     from tritonrepo.export.dstack import render_dstack, write_configurations
     from tritonrepo.export.from_plan import dstack_target
     from tritonrepo.planning.preview import make_plan
     from tritonrepo.planning.request import DeploymentRequest
 
+    if deployment is not None:
+        from tritonrepo.export.from_dynamo import target_from_folder
+
+        if model or gpu:
+            raise click.UsageError("DEPLOYMENT already holds the model and the GPUs: give it, or --model and --gpu")
+        for path in write_configurations(output, render_dstack(target_from_folder(deployment)), force=force):
+            click.echo(str(path))
+        return
+    if not model or not gpu:
+        raise click.UsageError("give --model and --gpu (a plan), or a DEPLOYMENT folder (build --serving dynamo)")
+
     request = DeploymentRequest(
         model=model, gpu=gpu, offline=offline, max_batch_size=max_batch_size, max_seq_len=max_seq_len,
-        quantization=quantization, llmapi=_llmapi_choices(**pytorch_path),
+        quantization=quantization, runtime=runtime, llmapi=_llmapi_choices(**pytorch_path),
     )  # fmt: skip
     result = make_plan(request)
-    flags = {"--quantization": quantization if quantization != "none" else None, "--max-batch-size": max_batch_size,
+    flags = {"--runtime": runtime if runtime != "auto" else None,
+             "--quantization": quantization if quantization != "none" else None, "--max-batch-size": max_batch_size,
              "--max-seq-len": max_seq_len}  # fmt: skip
     if result.plan.llmapi is not None:
         flags.update({f"--{k.replace('_', '-')}": v for k, v in pytorch_path.items() if v is not None})

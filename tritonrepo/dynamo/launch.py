@@ -29,7 +29,7 @@ def single_node_script(plan: DynamoPlan) -> str:
         'DISCOVERY="${DISCOVERY:-etcd}"',
         'export DYN_FILE_KV="${DYN_FILE_KV:-$PWD/.dynamo-discovery}"',
         "pids=()",
-        "trap 'kill \"${pids[@]}\" 2>/dev/null; wait' EXIT INT TERM",
+        "trap 'kill \"${pids[@]}\" 2>/dev/null || true; wait' EXIT INT TERM",
     ]
     device = 0
     for worker in plan.workers:

@@ -56,6 +56,7 @@ _ENV_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(=[^\n]*)?")
 _GPU_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _IMAGE = re.compile(r"\S+")
 _FIRST_DOLLAR_RUN = re.compile(r"\$+")
+_SECRET = re.compile(r"\$\{\{\s*secrets\.([A-Za-z0-9_-]+)\s*\}\}")
 
 
 def run_name(text: str) -> str:
@@ -102,9 +103,11 @@ class DstackTarget:
     volume_path: str | None = None  # a cache folder (weights, engines) kept on the instance between runs
     shm_size_gb: int | None = None  # shared memory for NCCL/MPI between GPU processes; Docker's default is 64 MB
     plan_summary: str = ""  # the plan these come from, for the header comment
+    uploads: tuple[tuple[str, str], ...] = ()  # (local path, container path): dstack uploads them (`files:`)
+    every_node_serves: bool = False  # several nodes: each runs the serve commands (its rank picks its part)
 
     def __post_init__(self) -> None:
-        for name in ("build_commands", "serve_commands", "env"):
+        for name in ("build_commands", "serve_commands", "env", "uploads"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "files", tuple((str(path), str(text)) for path, text in self.files))
         object.__setattr__(self, "name", run_name(self.name))
@@ -176,6 +179,9 @@ def _check(target: DstackTarget) -> None:
     volume = target.volume_path
     if volume is not None and (not volume.startswith("/") or ":" in volume or posixpath.normpath(volume) == "/"):
         problems.append(f"volume_path must be an absolute folder (not /) without ':', got {volume!r}")
+    for local, remote in target.uploads:
+        if not local.startswith("/") or not remote.startswith("/") or ":" in local + remote:
+            problems.append(f"uploads: {local!r} -> {remote!r} must be absolute paths without ':'")
     paths = [path for path, _ in target.files]
     problems += [f"files: {path!r} appears twice" for path in sorted(set(paths)) if paths.count(path) > 1]
     for path, content in target.files:
@@ -214,6 +220,8 @@ def _container(target: DstackTarget, commands: list[str]) -> dict:
     if target.env:
         container["env"] = list(target.env)
     container["commands"] = [_for_dstack(command) for command in commands]
+    if target.uploads:
+        container["files"] = [{"local_path": local, "path": remote} for local, remote in target.uploads]
     return container
 
 
@@ -237,7 +245,8 @@ def _build_configuration(target: DstackTarget) -> dict:
 def _serve_commands(target: DstackTarget) -> list[str]:
     """What bash runs to serve, in order: the files, (on several nodes) the workers' wait, the serve commands."""
     files = [_file_command(path, content) for path, content in target.files]
-    return [*files, *([WORKERS_WAIT] if target.nodes > 1 else []), *target.serve_commands]
+    wait = [WORKERS_WAIT] if target.nodes > 1 and not target.every_node_serves else []
+    return [*files, *wait, *target.serve_commands]
 
 
 def _serve_configuration(target: DstackTarget) -> dict:
@@ -245,7 +254,8 @@ def _serve_configuration(target: DstackTarget) -> dict:
     if target.nodes == 1:
         endpoint = {"port": target.port, "model": target.openai_model_name}
         return {"type": "service", "name": target.name, **container, **endpoint, **_machine(target)}
-    cluster = {"nodes": target.nodes, "startup_order": "workers-first", "stop_criteria": "master-done"}
+    order = "master-first" if target.every_node_serves else "workers-first"  # workers find the master's services
+    cluster = {"nodes": target.nodes, "startup_order": order, "stop_criteria": "master-done"}
     ports = {"ports": [target.port]}
     return {"type": "task", "name": target.name, **cluster, **container, **ports, **_machine(target)}
 
@@ -324,6 +334,13 @@ def _shell_notes(target: DstackTarget, commands: list[str]) -> list[str]:
     passed = ", ".join(entry for entry in target.env if "=" not in entry)
     if passed:
         notes.append(f"{passed}: taken from the environment of the shell that runs `dstack apply`.")
+    for entry in target.env:
+        secret = _SECRET.search(entry)
+        if secret:
+            notes.append(f"{entry.split('=', 1)[0]}: the dstack secret {secret.group(1)} (set it once: `dstack secret"
+                         f" set {secret.group(1)} <value>`); the server fills it in, the YAML never holds it.")  # fmt: skip
+    for local, remote in target.uploads:
+        notes.append(f"`files:` uploads {local} from the machine that runs `dstack apply` to {remote}.")
     return notes
 
 
@@ -360,6 +377,19 @@ def _serve_comments(target: DstackTarget) -> list[str]:
             f"{what} on {target.gpus_per_node}x {target.gpu_name}. `model` puts it behind dstack's OpenAI-compatible"
             " endpoint (<server>/proxy/models/<project>/, or the gateway's), which expects the API under /v1 and"
             " probes /v1/chat/completions until it answers."
+        ]
+    elif target.every_node_serves:
+        shape = [
+            f"{what} on {target.nodes} nodes of {target.gpus_per_node}x {target.gpu_name}.",
+            "A task, not a service: a dstack service replica runs on one node (ServiceConfiguration has no `nodes`),"
+            " so a deployment over several nodes runs as a distributed task, which needs a fleet with"
+            " `placement: cluster`.",
+            "Every node writes the files and runs the serve commands; DSTACK_NODE_RANK picks each node's part and"
+            " DSTACK_MASTER_NODE_IP is the head's address. The master starts first (startup_order), as the others"
+            " register with the services it runs; the run ends when the master does (stop_criteria).",
+            f"While `dstack apply` (or later `dstack attach {target.name}`) is attached, it forwards port {target.port}"
+            f" of the master to localhost:{target.port}. No gateway and no `model` mapping: dstack has those for"
+            " services only.",
         ]
     else:
         shape = [

@@ -60,13 +60,14 @@ def build(request: DeploymentRequest, *, adapter: TensorRTLLM | None = None) -> 
     name, facts = model_facts(request.model, revision=request.revision, offline=request.offline)  # no weights
     if request.dynamo is not None:
         return _build_dynamo(request, name, facts, gpus)
-    if facts.is_moe:
+    if facts.is_moe or request.runtime == "pytorch":
         return _build_pytorch_path(request, name, facts, gpus)
     if gpus is not None:
         raise PlanError(
-            "--gpu plans hardware this machine lacks, which only the PyTorch path (DeepSeek-V3-architecture models) "
-            "can build for: engines compile for the GPU they run on",
-            hint=f"Drop --gpu to build for this machine, or see `tritonrepo plan --model {request.model} --gpu ...`.",
+            "--gpu plans hardware this machine lacks, which only the PyTorch path (DeepSeek-V3-architecture models, "
+            "or any model with --runtime pytorch) can build for: engines compile for the GPU they run on",
+            hint=f"Drop --gpu to build for this machine, add --runtime pytorch (TensorRT-LLM's PyTorch backend), or "
+            f"see `tritonrepo plan --model {request.model} --gpu ...`.",
         )
     with progress.step(f"Resolving model {request.model}"):
         source = resolve_model(

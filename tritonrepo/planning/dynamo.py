@@ -1,8 +1,8 @@
 """The NVIDIA Dynamo topology plan (frontend + TensorRT-LLM workers, aggregated or prefill/decode). Pure.
 
 GPUs per worker: DeepSeek-V3-architecture checkpoints take the smallest layout the PyTorch path's support matrix
-allows (llmapi_support.size: 4x GB200 for NVFP4, 8x H200 or 16x H100-80GB for FP8); dense models the smallest tensor
-parallel size whose weights leave KV headroom (memory.py). The presets follow Dynamo's TensorRT-LLM engine configs for
+allows (llmapi_support.size: 4x GB200 for NVFP4, 8x H200 or 16x H100-80GB for FP8); dense models the PyTorch path's
+dense rule (llmapi_dense.layout: the smallest tensor parallel size whose weights leave KV headroom, memory.py). The presets follow Dynamo's TensorRT-LLM engine configs for
 DeepSeek-R1 (ai-dynamo/dynamo examples/backends/trtllm/engine_configs/deepseek-r1/disagg/{simple,mtp}/) and its
 known-failure notes (seed 003 "Known Issues"; dynamo issues #4327, #5015, #5884, #6734)."""
 
@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 from tritonrepo.errors import PlanDoesNotFitError, PlanError
 from tritonrepo.hardware import Hardware
+from tritonrepo.planning.llmapi_dense import layout
 from tritonrepo.planning.llmapi_support import UnsupportedHardwareError, checkpoint_precision, size
-from tritonrepo.planning.memory import estimate, gib
 from tritonrepo.planning.request import DeploymentRequest, DynamoChoices
 from tritonrepo.source.catalog import ModelFacts
 
@@ -27,8 +27,6 @@ RECIPE_BUFFER = 16384  # max_tokens_in_buffer of the DeepSeek-R1 disagg recipes
 DEEPSEEK_MAX_INPUT = 8192  # the recipes' ISL
 DEEPSEEK_OUTPUT = 256  # decode max_seq_len 8448 = 8192 ISL + 256 OSL in the simple recipe
 DENSE_MAX_SEQ_LEN = 8192
-DENSE_TP_SIZES = (1, 2, 4, 8)
-MIN_KV_SEQUENCES = 4  # a dense worker's KV cache must hold at least this many full-length sequences
 RECIPES = "ai-dynamo/dynamo@v1.6.1 examples/backends/trtllm/engine_configs/deepseek-r1/disagg"
 RECIPE_FILES = {
     "prefill": f"{RECIPES}/simple/prefill.yaml",
@@ -217,32 +215,18 @@ def _moe_worker_gpus(model, precision, facts, hardware, choices) -> tuple[int, l
 
 
 def _dense_worker_gpus(model, facts, hardware, max_seq_len, request, notes) -> int:
-    """The smallest tensor parallel size whose bf16 weights leave a KV cache of a few full-length sequences."""
+    """The PyTorch path's dense rule (llmapi_dense.layout): the fewest GPUs, tensor parallel within one node, whose
+    weights leave a KV cache of a few full-length sequences."""
     if not hardware.gpu or not hardware.count:
         notes.append("no GPU planned (--gpu not given and none here): the launch scripts' TensorRT-LLM workers need "
                      "GPUs; `tritonrepo serve` runs the portable-runtime worker instead")  # fmt: skip
         return 0
-    tried = []
-    for tp in DENSE_TP_SIZES:
-        if tp > hardware.count or facts.num_heads % tp:
-            continue
-        memory = estimate(
-            facts, gpu_memory=hardware.gpu.memory_bytes, tp=tp, pp=1, weight_bytes_per_param=2, kv_bytes_per_value=2,
-            activation_bytes_per_value=2, max_num_tokens=8192, max_batch_size=request.max_batch_size or 64,
-            max_seq_len=max_seq_len, kv_cache_free_gpu_mem_fraction=0.85,
-        )  # fmt: skip
-        tried.append(f"TP{tp}: weights {gib(memory.weights)}, KV cache {gib(memory.kv_cache)} "
-                     f"({memory.max_sequences} sequences of {max_seq_len})")  # fmt: skip
-        if memory.max_sequences >= MIN_KV_SEQUENCES:
-            notes.append(f"each worker spans {tp}x {hardware.gpu.name} (tensor parallel {tp}): bf16 weights "
-                         f"{gib(memory.weights)} per GPU leave {gib(memory.kv_cache)} of KV cache, "
-                         f"{memory.max_sequences} sequences of {max_seq_len} tokens")  # fmt: skip
-            return tp
-    raise PlanDoesNotFitError(
-        f"{model} does not fit {hardware.describe()} with room for {MIN_KV_SEQUENCES} sequences of {max_seq_len} "
-        f"tokens per worker: {'; '.join(tried) or 'no tensor parallel size divides its heads'}",
-        hint="Use more or larger GPUs (--gpu), or a shorter --max-seq-len.",
-    )
+    chosen = layout(
+        model, facts, hardware, max_seq_len=max_seq_len, max_num_tokens=8192,
+        max_batch_size=request.max_batch_size or 64, kv_fraction=0.85, kv_bytes=2, allow_pp=False,
+    )  # fmt: skip
+    notes.append(f"each worker spans {chosen.tp_size}x {hardware.gpu.name}: {chosen.notes[0]}")
+    return chosen.tp_size
 
 
 def _worker_counts(model, choices, hardware, worker_gpus, moe) -> list[tuple[str, int]]:

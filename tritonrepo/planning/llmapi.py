@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from tritonrepo.errors import PlanError
 from tritonrepo.hardware import Hardware
 from tritonrepo.planning.llmapi_support import Sizing, checkpoint_precision, size
+from tritonrepo.planning.memory import MemoryEstimate
 from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.source.catalog import ModelFacts
 from tritonrepo.trtllm.versions import Version, container_for, newest_container, parse_version
@@ -71,6 +72,12 @@ class LlmApiPlan:
     image: str
     env: tuple[tuple[str, str], ...] = ()
     comments: tuple[str, ...] = ()  # known issues and their workarounds, written into the files
+    chunked_prefill: bool = False  # prompts longer than max_num_tokens are prefilled in chunks (dense plans)
+    memory: MemoryEstimate | None = None  # the estimate that sized a dense plan (llmapi_dense.py)
+
+    @property
+    def moe(self) -> bool:
+        return bool(self.sizing.moe_backend)
 
     @property
     def schema(self) -> str:

@@ -3,17 +3,20 @@ PyTorch backend for MoE models) and that path's plan, from model facts + hardwar
 
 from __future__ import annotations
 
+import dataclasses
+
 from tritonrepo.errors import PlanError
 from tritonrepo.hardware import Hardware
 from tritonrepo.planning.engine_plan import ENGINE_ARCHITECTURES, plan_engines
 from tritonrepo.planning.limits import Limits, plan_limits
 from tritonrepo.planning.llmapi import plan_llmapi
+from tritonrepo.planning.llmapi_dense import plan_dense_llmapi
 from tritonrepo.planning.llmapi_support import UnsupportedHardwareError
 from tritonrepo.planning.plan import DeploymentPlan, RuntimeChoice
 from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.source.catalog import ModelFacts, lookup, reasoning_parser
 
-RUNTIMES = ("auto", "hf", "tensorrtllm")
+RUNTIMES = ("auto", "hf", "tensorrtllm", "pytorch")
 QUANTIZATIONS = ("none", "fp8", "fp8-kv")
 # Distills people fall back to when the full model does not fit, largest first (catalog names).
 DISTILLS = (
@@ -42,11 +45,17 @@ def plan_deployment(
         )
     if facts.is_moe:
         return _pytorch_path_plan(model, model_ref or model, facts, hardware, request, installed_version)
+    if request.runtime == "pytorch":
+        return _dense_pytorch_plan(model, model_ref or model, facts, hardware, request, installed_version)
     choice = choose_runtime(
         request.runtime,
         tensorrt_llm_installed=tensorrt_llm_available,
         gpu_count=hardware.count,
         architecture=facts.architecture,
+    )
+    other = (
+        f"--runtime pytorch serves {model} through TensorRT-LLM's PyTorch backend instead (trtllm-serve or "
+        "Triton's llmapi model, no engine build), planned for --gpu hardware"
     )
     if choice.runtime == "hf":
         limits = plan_limits(
@@ -57,9 +66,10 @@ def plan_deployment(
         )
         return DeploymentPlan(
             model, facts, hardware, "hf", choice.reason, limits,
-            triton_max_batch_size=limits.max_batch_size, decoupled=request.decoupled,
+            triton_max_batch_size=limits.max_batch_size, decoupled=request.decoupled, notes=(other,),
         )  # fmt: skip
-    return plan_engines(model, facts, hardware, request, choice.reason)
+    plan = plan_engines(model, facts, hardware, request, choice.reason)
+    return dataclasses.replace(plan, notes=(*plan.notes, other))
 
 
 def choose_runtime(
@@ -127,6 +137,40 @@ def _pytorch_path_plan(
         kv_cache_dtype=llmapi.kv_cache_dtype, tp_size=sizing.tp_size, pp_size=sizing.pp_size,
         max_num_tokens=llmapi.max_num_tokens, kv_cache_free_gpu_mem_fraction=llmapi.kv_cache_free_gpu_memory_fraction,
         triton_max_batch_size=llmapi.max_batch_size, decoupled=True, notes=sizing.notes, llmapi=llmapi,
+    )  # fmt: skip
+
+
+def _dense_pytorch_plan(
+    model: str, model_ref: str, facts: ModelFacts, hardware: Hardware, request: DeploymentRequest, installed: str | None
+) -> DeploymentPlan:
+    """--runtime pytorch for a dense model: TensorRT-LLM's PyTorch backend, sized by llmapi_dense.py."""
+    if request.quantization != "none" or request.max_input_len:
+        raise PlanError(
+            "--runtime pytorch serves the checkpoint's own precision and limits prompts by --max-seq-len: "
+            "--quantization and --max-input-len do not apply",
+            hint="Use an FP8 checkpoint for FP8 weights, --kv-cache-dtype fp8 for an FP8 KV cache; or the engine path "
+            "(--runtime tensorrtllm).",
+        )
+    llmapi = plan_dense_llmapi(
+        model_ref, facts, hardware, request, reasoning_parser=reasoning_parser(model, model_ref), display_name=model,
+        installed_version=installed,
+    )  # fmt: skip
+    sizing = llmapi.sizing
+    engine_path = "TensorRT-LLM engines (--runtime tensorrtllm)" if facts.architecture in ENGINE_ARCHITECTURES else (
+        "the portable runtime (--runtime hf)")  # fmt: skip
+    reason = (
+        f"--runtime pytorch: TensorRT-LLM's PyTorch backend ({llmapi.serving}), no engine build; the default for "
+        f"{facts.architecture} is {engine_path}"
+    )
+    limits = Limits(max_batch_size=llmapi.max_batch_size, max_input_len=max(1, llmapi.max_seq_len - 1),
+                    max_seq_len=llmapi.max_seq_len)  # fmt: skip
+    return DeploymentPlan(
+        model, facts, hardware, "pytorch", reason, limits, weight_dtype=llmapi.precision,
+        dtype=facts.native_dtype if facts.native_dtype in ("bfloat16", "float16") else "bfloat16",
+        kv_cache_dtype=llmapi.kv_cache_dtype, tp_size=sizing.tp_size, pp_size=sizing.pp_size,
+        max_num_tokens=llmapi.max_num_tokens, kv_cache_free_gpu_mem_fraction=llmapi.kv_cache_free_gpu_memory_fraction,
+        triton_max_batch_size=llmapi.max_batch_size, decoupled=True, memory=llmapi.memory, notes=sizing.notes,
+        llmapi=llmapi,
     )  # fmt: skip
 
 

@@ -59,8 +59,8 @@ def _pytorch_path_rows(llmapi) -> list[tuple[str, str]]:
     sizing = llmapi.sizing
     return [
         ("layout", f"{sizing.gpus}x {sizing.gpu} over {sizing.nodes} node(s) of {sizing.gpus_per_node}; tensor "
-                   f"{sizing.tp_size}, expert {sizing.ep_size}, pipeline {sizing.pp_size}; MoE backend "
-                   f"{sizing.moe_backend}"),
+                   f"{sizing.tp_size}, expert {sizing.ep_size}, pipeline {sizing.pp_size}"
+                   + (f"; MoE backend {sizing.moe_backend}" if llmapi.moe else "")),
         ("serving", f"{llmapi.serving} on TensorRT-LLM {llmapi.trtllm_version} ({llmapi.schema} options), image "
                     f"{llmapi.image}"),
         ("profile", f"{llmapi.profile}: attention data parallel {'on' if llmapi.attention_dp else 'off'}, CUDA graphs "

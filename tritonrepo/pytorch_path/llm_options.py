@@ -44,12 +44,13 @@ def extra_options(plan: LlmApiPlan) -> dict:
         if plan.kv_cache_dtype != "auto":
             kv_cache["dtype"] = plan.kv_cache_dtype
         options["stream_interval"] = plan.stream_interval
-        moe = {"backend": plan.sizing.moe_backend}
-        if plan.moe_max_num_tokens:
-            moe["max_num_tokens"] = plan.moe_max_num_tokens
-        if plan.sizing.moe_slots:  # online expert-placement balancer, as the recipe's wide-EP example
-            moe["load_balancer"] = {"num_slots": plan.sizing.moe_slots, "layer_updates_per_iter": 1}
-        options["moe_config"] = moe
+        if plan.moe:
+            moe = {"backend": plan.sizing.moe_backend}
+            if plan.moe_max_num_tokens:
+                moe["max_num_tokens"] = plan.moe_max_num_tokens
+            if plan.sizing.moe_slots:  # online expert-placement balancer, as the recipe's wide-EP example
+                moe["load_balancer"] = {"num_slots": plan.sizing.moe_slots, "layer_updates_per_iter": 1}
+            options["moe_config"] = moe
     else:
         backend: dict = {
             "use_cuda_graph": True,
@@ -63,6 +64,8 @@ def extra_options(plan: LlmApiPlan) -> dict:
         options["pytorch_backend_config"] = backend
     if mtp:
         options["speculative_config"] = mtp
+    if plan.chunked_prefill:
+        options["enable_chunked_prefill"] = True
     return options
 
 
@@ -74,12 +77,13 @@ def llm_args(plan: LlmApiPlan) -> dict:
         "backend": "pytorch",
         "tensor_parallel_size": sizing.tp_size,
         "pipeline_parallel_size": sizing.pp_size,
-        "moe_expert_parallel_size": sizing.ep_size,
         "max_batch_size": plan.max_batch_size,
         "max_num_tokens": plan.max_num_tokens,
         "max_seq_len": plan.max_seq_len,
         "trust_remote_code": True,
     }
+    if plan.moe:
+        args["moe_expert_parallel_size"] = sizing.ep_size
     return {**args, **extra_options(plan)}
 
 
@@ -90,8 +94,8 @@ def header(plan: LlmApiPlan, what: str) -> str:
         f"TensorRT-LLM {plan.trtllm_version} ({plan.schema} schema), {sizing.gpus}x {sizing.gpu} "
         f"({sizing.nodes} node(s) of {sizing.gpus_per_node}), {plan.precision.upper()} checkpoint, "
         f"--profile {plan.profile}",
-        f"tensor parallel {sizing.tp_size}, expert parallel {sizing.ep_size}, pipeline parallel {sizing.pp_size}, "
-        f"MoE backend {sizing.moe_backend}",
+        f"tensor parallel {sizing.tp_size}, expert parallel {sizing.ep_size}, pipeline parallel {sizing.pp_size}"
+        + (f", MoE backend {sizing.moe_backend}" if plan.moe else " (dense model)"),
         "",
         "Known issues and workarounds:",
         *(f"- {comment}" for comment in plan.comments),
