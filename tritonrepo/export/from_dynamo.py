@@ -162,7 +162,7 @@ def node_script(plan: DynamoPlan) -> str:
     lines += [
         "esac",
         'if [ "$RANK" = 0 ]; then',
-        f"  {shlex.join(frontend_argv(plan, discovery_backend='etcd'))} &",
+        f"  {shlex.join(frontend_argv(plan, http_port=plan.http_port, discovery_backend='etcd'))} &",
         '  pids+=("$!")',
         "fi",
         "# The first requests after start are slow (CUDA graphs, autotuning): warm up before measuring.",
