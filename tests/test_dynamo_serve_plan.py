@@ -99,3 +99,19 @@ def test_engine_finish_reasons_become_openai_ones():
     assert [finish_reason(r) for r in ("end_id", "stop_word", "length", "max_seq_len")] == [
         "stop", "stop", "length", "length",
     ]  # fmt: skip
+
+
+def test_dynamo_trtllm_workers_get_consecutive_gpus_and_our_workers_keep_the_environment():
+    groups = (WorkerGroup("prefill", 2, 2, "engine/prefill.yaml"), WorkerGroup("decode", 1, 4, "engine/decode.yaml"))
+    specs = worker_processes(deployment(groups), Path("/d"), trtllm_available=True, stand_in=None)
+    assert [s.gpus for s in specs] == [(0, 1), (2, 3), (4, 5, 6, 7)]
+    assert specs[2].environment({"PATH": "/bin"}) == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "4,5,6,7"}
+    portable = worker_processes(deployment(), Path("/d"), trtllm_available=False, stand_in=None)
+    assert portable[0].environment({"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+def test_workers_that_span_nodes_are_sent_to_the_multi_node_launchers():
+    spanning = (WorkerGroup("aggregated", 1, 16, "engine/agg.yaml", nodes_per_worker=2),)
+    with pytest.raises(ServerError, match="span 2 nodes each") as refused:
+        worker_processes(deployment(spanning), Path("/d"), trtllm_available=True, stand_in=None)
+    assert "launch/multi-node.sbatch" in str(refused.value)

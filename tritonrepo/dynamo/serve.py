@@ -130,7 +130,9 @@ class DynamoDeploymentRun:
             "frontend", "frontend", tuple(frontend_command(deployment, host=options.host, port=options.port))
         )
         self.frontend = ManagedProcess(front, self.log_dir / "frontend.log", self.env)
-        self.workers = [ManagedProcess(spec, self.log_dir / f"{spec.name}.log", self.env) for spec in workers]
+        self.workers = [
+            ManagedProcess(spec, self.log_dir / f"{spec.name}.log", spec.environment(self.env)) for spec in workers
+        ]
 
     @property
     def url(self) -> str:

@@ -22,6 +22,12 @@ class ProcessSpec:
     role: str  # "frontend" or a worker role
     argv: tuple[str, ...]
     stand_in: str = ""  # what stands in for dynamo.trtllm ("" when it is the real thing or our runtime)
+    gpus: tuple[int, ...] = ()  # the GPUs this process may see (CUDA_VISIBLE_DEVICES); () leaves the variable alone
+
+    def environment(self, base: dict[str, str]) -> dict[str, str]:
+        if not self.gpus:
+            return base
+        return {**base, "CUDA_VISIBLE_DEVICES": ",".join(map(str, self.gpus))}
 
     @property
     def label(self) -> str:
@@ -86,13 +92,23 @@ def worker_processes(
             hint="Serve it where TensorRT-LLM is installed (Dynamo's TensorRT-LLM container), or pass "
             "--stand-in mocker to run Dynamo's mocker workers in their place (random tokens: it proves the wiring).",
         )
+    spanning = [group for group in deployment.workers if group.nodes_per_worker > 1]
+    if trtllm_available and stand_in is None and spanning:
+        raise ServerError(
+            f"its {spanning[0].role} workers span {spanning[0].nodes_per_worker} nodes each; serve runs one machine",
+            hint="Launch it with launch/multi-node.sbatch (Slurm) or k8s/dynamo-graph-deployment.yaml (Kubernetes).",
+        )
     ports = iter(bootstrap_ports or [])
     specs = []
+    next_gpu = 0  # dynamo.trtllm workers take consecutive blocks of GPUs, as the single-node launch script assigns them
     for group in deployment.workers:
         for index in range(group.replicas):
             name = f"{group.role}-worker-{index}"
             if trtllm_available and stand_in is None:
-                specs.append(ProcessSpec(name, group.role, tuple(trtllm_worker_command(deployment, folder, group))))
+                gpus = tuple(range(next_gpu, next_gpu + group.gpus_per_worker))
+                next_gpu += group.gpus_per_worker
+                argv = tuple(trtllm_worker_command(deployment, folder, group))
+                specs.append(ProcessSpec(name, group.role, argv, gpus=gpus))
             elif group.role == "aggregated":
                 specs.append(ProcessSpec(name, group.role, tuple(portable_worker_command(deployment))))
             else:  # prefill/decode without TensorRT-LLM: the stand-in (checked above)
