@@ -1,6 +1,7 @@
 """`tritonrepo build --serving dynamo`: the Dynamo plan (planning/dynamo.py) and the files it writes, checked against
 Dynamo 1.6.1's own flag list, its DeepSeek-R1 engine configs and a DynamoGraphDeployment it ships (tests/data/
-dynamo-1.6.1/SOURCE.md). No Dynamo, TensorRT-LLM or GPU needed."""
+dynamo-1.6.1/SOURCE.md); tests/test_dynamo_schemas.py validates the manifest against the operator's CRD schema.
+No Dynamo, TensorRT-LLM or GPU needed."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """`k8s/dynamo-graph-deployment.yaml`: a ConfigMap holding the engine YAMLs and a `DynamoGraphDeployment` (nvidia.com/
 v1alpha1) for Dynamo's Kubernetes operator. Pure. Field names are the operator's CRD (ai-dynamo/dynamo
-deploy/operator/config/crd/bases/nvidia.com_dynamographdeployments.yaml); tests validate against it."""
+deploy/operator/config/crd/bases/nvidia.com_dynamographdeployments.yaml); tests/test_dynamo_schemas.py validates the
+manifest against an excerpt of its v1alpha1 schema (tests/data/dynamo-1.6.1/SOURCE.md)."""
 
 from __future__ import annotations
 
