@@ -173,12 +173,7 @@ def test_pytorch_path_options_and_llm_args_are_llm_api_fields(name):
         assert not unknown_keys(data), f"{name} {what}: {unknown_keys(data)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MISMATCH, not fixed here: NVL72 wide-EP plans write moe_config.backend WIDEEP, which the vendored "
-    "MoeConfig.backend no longer lists (TensorRT-LLM PR #17797, merged 2026-08-17, removed the WIDEEP backend; "
-    "upstream points large-EP NVFP4 to CUTEDSL). The backend is chosen in planning/llmapi_support.py.",
-)
+# TensorRT-LLM removed the WIDEEP backend (PR #17797); the 1.3 target gets CUTEDSL (planning/llmapi_support.py)
 def test_nvl72_wide_ep_engine_uses_a_moe_backend_the_target_accepts(tmp_path):
     args = ["--model", "nvidia/DeepSeek-R1-FP4", "--gpu", "GB200 x72"]
     result = CliRunner().invoke(cli, ["-q", "build", "--serving", "dynamo", *args, "-o", str(tmp_path / "out")])

@@ -172,7 +172,7 @@ def plan_llmapi(
         kv_cache_dtype=kv, kv_cache_free_gpu_memory_fraction=fraction, attention_dp=knobs.attention_dp,
         cuda_graph_max_batch_size=min(knobs.cuda_graph_max_batch_size, max_batch_size), mtp_layers=mtp,
         stream_interval=knobs.stream_interval,
-        moe_max_num_tokens=max_num_tokens if sizing.moe_backend in ("DEEPGEMM", "WIDEEP") else None,
+        moe_max_num_tokens=max_num_tokens if sizing.moe_backend in ("DEEPGEMM", "WIDEEP", "CUTEDSL") else None,
         reasoning_parser=reasoning_parser, host=choices.host, port=choices.port, image=image, env=tuple(env),
         comments=tuple(comments),
     )  # fmt: skip

@@ -23,6 +23,9 @@ PRECISIONS = ("fp8", "nvfp4")
 FP4_CHECKPOINTS = {"DeepSeek-R1": "nvidia/DeepSeek-R1-FP4", "DeepSeek-R1-0528": "nvidia/DeepSeek-R1-0528-FP4"}
 BLACKWELL_FP8 = Version(1, 0, 0)  # seed 001 (1.0) has a DEEPGEMM row for it; seed 002 (0.19) says "WIP"
 WIDE_EP = BLACKWELL_FP8  # also from seed 001 only
+# TensorRT-LLM removed the WIDEEP MoE backend (PR #17797, 2026-08, after it could no longer be selected): wide expert
+# parallel with its load balancer runs on the other backends, CUTEDSL for NVFP4 (examples/wide_ep/README.md).
+WIDEEP_REMOVED = Version(1, 3, 0)
 NVL72_GPUS = 72
 GB200_GPUS_PER_NODE = 4  # a GB200 compute tray holds 4 GPUs; NVLink joins 72 across trays
 
@@ -146,6 +149,10 @@ def size(
         raise _refuse(model, precision, hardware, f"{model} ({precision.upper()}) needs at least {row.min_gpus}x "
                       f"{gpu.name}; {hardware.describe()} has {count}", need=row.min_gpus)  # fmt: skip
     wide = row.moe_backends[0] == "WIDEEP"  # its load balancer spreads expert slots, not whole experts
+    backend = row.moe_backends[0]
+    if wide and parse_version(version) >= WIDEEP_REMOVED:
+        backend = "CUTEDSL"
+        notes.append(f"MoE backend CUTEDSL: TensorRT-LLM {version} has no WIDEEP backend (removed in PR #17797)")
     if tp % wanted_ep or (num_experts % wanted_ep and not wide):
         if ep_size:
             raise PlanError(
@@ -159,7 +166,7 @@ def size(
     per_node = _gpus_per_node(gpu, count, nodes)
     return Sizing(
         row=row, gpu=gpu.name, gpus=count, nodes=count // per_node, gpus_per_node=per_node, tp_size=tp, pp_size=pp_size,
-        ep_size=wanted_ep, moe_backend=row.moe_backends[0], notes=tuple(notes),
+        ep_size=wanted_ep, moe_backend=backend, notes=tuple(notes),
         moe_slots=math.ceil(num_experts / wanted_ep) * wanted_ep if wide else None,
     )  # fmt: skip
 
