@@ -105,10 +105,12 @@ def _wait_for(condition, timeout: float = 30, what: str = "condition"):
 
 @pytest.fixture(scope="module")
 def aggregated(tiny_model_dir, tmp_path_factory):
+    # the deployment as a user makes it: `tritonrepo build --serving dynamo --workers 2`, then `tritonrepo serve`
     root = tmp_path_factory.mktemp("dynamo-agg")
-    folder = write_deployment(
-        root / "deployment", tiny_model_dir, (WorkerGroup("aggregated", 2, 0, "engine/agg.yaml"),)
-    )
+    folder = root / "deployment"
+    build = [sys.executable, "-m", "tritonrepo.cli.main", "build", "--model", "tiny-llama", "--serving", "dynamo"]
+    built = subprocess.run([*build, "--workers", "2", "--output", str(folder)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
     serve = DynamoServe(folder, root / "serve.log")
     try:
         serve.wait_ready()
