@@ -95,8 +95,9 @@ def _records_done(output: Path) -> int:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """SIGINT to aiperf's whole process group (its workers too), as Ctrl-C would; then harder."""
-    for signum, wait_s in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+    """SIGTERM to aiperf's whole process group (its services and workers too), then SIGKILL. Not SIGINT: aiperf takes
+    it as "finish the level gracefully" (15 s and more here), and a level cut short is not kept anyway."""
+    for signum, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         try:
             os.killpg(process.pid, signum)
         except ProcessLookupError:
@@ -112,13 +113,25 @@ def _stop(process: subprocess.Popen) -> None:
         pass
 
 
-def run_level(command: list[str], output: Path, *, on_progress: Callable[[int], None] | None = None) -> dict:
+def aiperf_environment(tokenizer: str) -> dict[str, str]:
+    """This environment, less what misleads aiperf 0.13: with HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set it looks
+    even a local tokenizer folder up in the Hugging Face cache and fails ("Repo id must be in the form ..."). A local
+    folder needs no network, so the flags are dropped for it; a Hub id keeps them."""
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "160"}
+    if Path(tokenizer).is_dir():
+        env.pop("HF_HUB_OFFLINE", None)
+        env.pop("TRANSFORMERS_OFFLINE", None)
+    return env
+
+
+def run_level(
+    command: list[str], output: Path, *, env: dict[str, str], on_progress: Callable[[int], None] | None = None
+) -> dict:
     """Run aiperf; return its JSON export. KeyboardInterrupt stops aiperf (and its workers) and propagates."""
     from tritonrepo.serving.tritonserver import die_with_parent
 
     output.mkdir(parents=True)
     log = output / "aiperf.log"
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "160"}
     with open(log, "wb") as sink:
         # A session of its own: the terminal's Ctrl-C reaches us, and we stop aiperf's whole group ourselves.
         process = subprocess.Popen(
@@ -130,7 +143,7 @@ def run_level(command: list[str], output: Path, *, on_progress: Callable[[int], 
             while process.poll() is None:
                 time.sleep(0.5)
                 now = _records_done(output)
-                if on_progress and now != done and time.monotonic() - told >= 2:  # a line every 2 s at most
+                if on_progress and now != done and time.monotonic() - told >= 5:  # a line every 5 s at most
                     on_progress(now)
                     done, told = now, time.monotonic()
         except BaseException:

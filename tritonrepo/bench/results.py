@@ -35,7 +35,7 @@ class LevelResult:
     errors: int
     requests_per_s: float
     output_tokens_per_s: float  # all users together
-    output_tokens_per_s_per_user: float  # average over requests of one request's decode rate
+    output_tokens_per_s_per_user: float  # the median request's decode rate after its first token (1 / its ITL)
     ttft_ms: Percentiles
     itl_ms: Percentiles  # inter-token latency
     latency_ms: Percentiles  # end to end, per request
@@ -60,7 +60,9 @@ class LevelResult:
             errors=errors,
             requests_per_s=avg("request_throughput"),
             output_tokens_per_s=avg("output_token_throughput"),
-            output_tokens_per_s_per_user=avg("output_token_throughput_per_user"),
+            output_tokens_per_s_per_user=float(
+                (export.get("output_token_throughput_per_user") or {}).get("p50") or 0.0
+            ),
             ttft_ms=Percentiles.from_aiperf(export.get("time_to_first_token")),
             itl_ms=Percentiles.from_aiperf(export.get("inter_token_latency")),
             latency_ms=Percentiles.from_aiperf(export.get("request_latency")),

@@ -91,6 +91,7 @@ def run_sweep(
     )  # fmt: skip
     outcome = SweepOutcome(result=result, folder=folder)
     base_url = target.openai_url.removesuffix("/v1")
+    env = aiperf_runner.aiperf_environment(target.tokenizer)
     try:
         for index, level in enumerate(concurrency, 1):
             workload = workloads[level]
@@ -104,7 +105,9 @@ def run_sweep(
             def progress(done: int, total: int | None = workload.requests) -> None:
                 say(f"    {done}/{total} requests done" if total else f"    {done} requests done")
 
-            export = aiperf_runner.run_level(command, folder / "aiperf" / f"concurrency-{level}", on_progress=progress)
+            export = aiperf_runner.run_level(
+                command, folder / "aiperf" / f"concurrency-{level}", env=env, on_progress=progress
+            )
             measured = LevelResult.from_aiperf(level, export)
             result.levels.append(measured)
             errors = f", {measured.errors} errors" if measured.errors else ""

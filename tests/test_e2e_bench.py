@@ -1,0 +1,149 @@
+"""`tritonrepo bench` end to end: aiperf 0.13 drives the real `tritonrepo serve` on tiny-llama; the JSON, the PNG charts,
+the HTML report, --compare, Ctrl-C, and the errors for a wrong model name."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from serve_support import Deployment
+
+from tritonrepo.bench.plots import DPI, PLOTS, SIZE_IN
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    from tritonrepo.planning.build import build
+    from tritonrepo.planning.request import DeploymentRequest
+
+    root = tmp_path_factory.mktemp("e2e-bench")
+    repository = build(DeploymentRequest(model="tiny-llama", output=root / "tiny-llama")).path
+    deployment = Deployment(repository, root / "serve.log")
+    try:
+        deployment.wait_healthy()
+        yield deployment
+    finally:
+        deployment.stop_cleanly()
+
+
+def bench(deployment, out: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "tritonrepo.cli.main", "bench", str(deployment.repository),
+               "--openai-url", deployment.base_url, "--out", str(out), *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+SMALL = ("--concurrency", "1,2", "--requests", "4", "--input-len", "16", "--output-len", "8")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def first_run(deployment, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-out")
+    run = bench(deployment, out, *SMALL)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (folder,) = out.iterdir()
+    return out, folder, run
+
+
+def test_sweep_writes_sane_json(first_run, deployment):
+    _, folder, run = first_run
+    result = json.loads((folder / "result.json").read_text())
+    assert result["schema"] == "tritonrepo.bench/1"
+    assert result["model"] == "tiny-llama" and not result["interrupted"]
+    assert result["deployment"]["model"]["name"] == "tiny-llama"  # the repository's manifest
+    assert result["tools"]["aiperf"] == "0.13.0" and result["hardware"]["host"]["cpus"] >= 1
+    assert result["settings"]["tokenizer"] == str(deployment.repository / "preprocessing/1/tokenizer")
+    assert [level["concurrency"] for level in result["levels"]] == [1, 2]
+    for level in result["levels"]:
+        assert level["errors"] == 0 and level["requests"] == 4
+        assert level["output_tokens_per_s"] > 0 and level["requests_per_s"] > 0
+        assert level["output_tokens_per_s_per_user"] > 0
+        assert level["output_tokens_avg"] == 8  # the server's count: ignore_eos made every reply 8 tokens
+        for metric in ("ttft_ms", "itl_ms", "latency_ms"):
+            p = level[metric]
+            assert 0 < p["p50"] <= p["p90"] <= p["p99"], (metric, p)
+    assert "==> concurrency 1 (1/2): 4 requests" in run.stderr and "==> concurrency 2 (2/2)" in run.stderr
+    assert "TTFT p50/p90/p99 ms" in run.stdout and str(folder / "result.json") in run.stdout
+
+
+def test_sweep_draws_charts_and_report(first_run):
+    _, folder, _ = first_run
+    for name in PLOTS:
+        assert png_size(folder / name) == (int(SIZE_IN[0] * DPI), int(SIZE_IN[1] * DPI))
+    report = (folder / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == len(PLOTS) and "<table>" in report
+
+
+def test_compare_prints_ratios_into_a_new_folder(first_run, deployment):
+    out, folder, _ = first_run
+    run = bench(deployment, out, *SMALL, "--compare", str(folder / "result.json"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    folders = sorted(out.iterdir())
+    assert len(folders) == 2 and folder in folders  # the first run is left as it was, the second is beside it
+    assert "Against " in run.stdout and "this run / the earlier one" in run.stdout
+    ratio_rows = [line.split() for line in run.stdout.splitlines() if line.strip().startswith(("1 ", "2 "))]
+    ratios = [row for row in ratio_rows if row[-1].endswith("x")]
+    assert [row[0] for row in ratios] == ["1", "2"]
+    assert all(float(cell.rstrip("x")) > 0 for row in ratios for cell in row[1:])
+    second = next(f for f in folders if f != folder)
+    assert "Against the earlier run" in (second / "report.html").read_text()
+
+
+def test_wrong_model_name_is_refused(deployment, tmp_path):
+    run = bench(deployment, tmp_path / "out", "--model", "no-such-model")
+    assert run.returncode == 9
+    assert "does not serve a model named 'no-such-model'" in run.stderr and "tiny-llama" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_interrupt_stops_aiperf_and_keeps_finished_levels(deployment, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "tritonrepo.cli.main", "bench", str(deployment.repository),
+               "--openai-url", deployment.base_url, "--out", str(out), "--concurrency", "1,2",
+               "--requests", "4", "--input-len", "16", "--output-len", "8"]  # fmt: skip
+    before = _aiperf_processes()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    # Interrupt once level 2 has started: its aiperf is running, level 1 is done.
+    while time.monotonic() < deadline and not list(out.glob("*/aiperf/concurrency-2")):
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Interrupted" in stderr
+    (folder,) = out.iterdir()
+    result = json.loads((folder / "result.json").read_text())
+    assert result["interrupted"] and [level["concurrency"] for level in result["levels"]] == [1]
+    assert (folder / "report.html").is_file()
+    time.sleep(1)
+    assert not _aiperf_processes() - before, "aiperf left running"
+
+
+def _aiperf_processes() -> set[str]:
+    """pid and command line of live aiperf processes (its services rename themselves "[aiperf worker_...]")."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if "aiperf" in command and state != "Z":
+                found.add(f"{entry.name} {command}")
+    return found
