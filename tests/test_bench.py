@@ -155,3 +155,28 @@ def test_bad_concurrency_is_a_usage_error(tmp_path):
 def test_a_folder_that_is_no_deployment_is_refused(tmp_path):
     run = CliRunner().invoke(cli, ["bench", str(tmp_path)])
     assert run.exit_code == 9 and "is not a deployment" in run.output
+
+
+def test_tokenizer_and_manifest_come_from_the_deployment(tmp_path):
+    from tritonrepo.bench.target import deployment_manifest, deployment_tokenizer
+
+    dynamo = tmp_path / "dynamo"
+    dynamo.mkdir()
+    (dynamo / "dynamo-deployment.json").write_text('{"model_path": "/models/llama", "served_model_name": "llama"}')
+    manifest = deployment_manifest(dynamo)
+    assert deployment_tokenizer(dynamo, manifest) == "/models/llama"  # what Dynamo's workers load
+    triton = tmp_path / "triton"
+    (triton / "preprocessing/1/tokenizer").mkdir(parents=True)
+    (triton / "tritonrepo.json").write_text('{"tokenizer_dir": "preprocessing/1/tokenizer"}')
+    assert deployment_tokenizer(triton, deployment_manifest(triton)) == str(triton / "preprocessing/1/tokenizer")
+    (triton / "preprocessing/1/tokenizer").rmdir()
+    with pytest.raises(BenchError, match="tokenizer folder .* is missing"):
+        deployment_tokenizer(triton, deployment_manifest(triton))
+
+
+def test_offline_flags_are_dropped_only_for_a_local_tokenizer(tmp_path, monkeypatch):
+    from tritonrepo.bench.aiperf_runner import aiperf_environment
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "HF_HUB_OFFLINE" not in aiperf_environment(str(tmp_path))  # aiperf 0.13 would look the folder up on the Hub
+    assert aiperf_environment("org/model")["HF_HUB_OFFLINE"] == "1"

@@ -103,6 +103,16 @@ def test_compare_prints_ratios_into_a_new_folder(first_run, deployment):
     assert "Against the earlier run" in (second / "report.html").read_text()
 
 
+def test_duration_bounds_a_level(deployment, tmp_path):
+    run = bench(deployment, tmp_path, "--concurrency", "1", "--duration", "3", "--input-len", "16", "--output-len", "8")
+    assert run.returncode == 0, run.stderr[-3000:]
+    (folder,) = tmp_path.iterdir()
+    result = json.loads((folder / "result.json").read_text())
+    assert result["settings"]["duration_s"] == 3 and result["settings"]["requests"] == {"1": None}
+    (level,) = result["levels"]
+    assert level["requests"] >= 1 and level["errors"] == 0 and level["output_tokens_per_s"] > 0
+
+
 def test_wrong_model_name_is_refused(deployment, tmp_path):
     run = bench(deployment, tmp_path / "out", "--model", "no-such-model")
     assert run.returncode == 9
