@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -111,6 +112,43 @@ def test_duration_bounds_a_level(deployment, tmp_path):
     assert result["settings"]["duration_s"] == 3 and result["settings"]["requests"] == {"1": None}
     (level,) = result["levels"]
     assert level["requests"] >= 1 and level["errors"] == 0 and level["output_tokens_per_s"] > 0
+
+
+def test_every_request_failing_is_counted_and_exits_9(deployment, tmp_path):
+    # 1,500 prompt tokens: over tiny-llama's 1,024, so the server refuses each request (400), and aiperf writes no export
+    run = bench(deployment, tmp_path, "--concurrency", "1,2", "--requests", "2", "--input-len", "1500")
+    assert run.returncode == 9, run.stderr[-3000:]
+    assert "Every request failed" in run.stderr and "accepts at most 1024 input tokens" in run.stderr
+    (folder,) = tmp_path.iterdir()
+    levels = json.loads((folder / "result.json").read_text())["levels"]
+    assert [(level["concurrency"], level["requests"], level["errors"]) for level in levels] == [(1, 2, 2), (2, 2, 2)]
+
+
+@pytest.fixture(scope="module")
+def limited_deployment(deployment, tmp_path_factory):
+    """A copy of the repository served one request at a time, no queue: more in flight get 429. A copy, since each
+    deployment's teardown checks that no process still uses its repository."""
+    root = tmp_path_factory.mktemp("e2e-bench-limited")
+    repository = Path(shutil.copytree(deployment.repository, root / "tiny-llama", symlinks=True))
+    limited = Deployment(repository, root / "serve.log", "--max-concurrent-requests", "1",
+                         "--max-queued-requests", "0")  # fmt: skip
+    try:
+        limited.wait_healthy()
+        yield limited
+    finally:
+        limited.stop_cleanly()
+
+
+def test_errors_under_load_are_counted_and_reported(limited_deployment, tmp_path):
+    run = bench(limited_deployment, tmp_path, "--concurrency", "1,4", "--requests", "8", "--input-len", "16",
+                "--output-len", "8")  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "requests failed, e.g.:" in run.stderr and "at capacity" in run.stderr
+    (folder,) = tmp_path.iterdir()
+    alone, busy = json.loads((folder / "result.json").read_text())["levels"]
+    assert (busy["concurrency"], busy["requests"]) == (4, 8) and 0 < busy["errors"] < 8
+    assert "rate_limit_exceeded" in busy["error_messages"][0]
+    assert (alone["concurrency"], alone["requests"]) == (1, 8) and alone["errors"] < 8
 
 
 def test_wrong_model_name_is_refused(deployment, tmp_path):

@@ -124,6 +124,29 @@ def aiperf_environment(tokenizer: str) -> dict[str, str]:
     return env
 
 
+def _all_failed(output: Path) -> dict | None:
+    """An export in aiperf's shape for a level whose every request failed (from the per-request records), else None."""
+    messages: dict[str, int] = {}
+    try:
+        with open(output / RECORDS, "rb") as records:
+            for line in records:
+                error = json.loads(line).get("error")
+                if not error:
+                    return None
+                message = str(error.get("message") or error.get("type") or "unknown error")
+                messages[message] = messages.get(message, 0) + 1
+    except (OSError, ValueError, AttributeError):
+        return None
+    count = sum(messages.values())
+    if not count:
+        return None
+    return {
+        "error_request_count": {"avg": count},
+        "completed_request_count": {"avg": count},
+        "error_summary": [{"error_details": {"message": m}, "count": n} for m, n in messages.items()],
+    }
+
+
 def run_level(
     command: list[str], output: Path, *, env: dict[str, str], on_progress: Callable[[int], None] | None = None
 ) -> dict:
@@ -151,6 +174,8 @@ def run_level(
             raise
         _stop(process)  # nothing should be left; this only sweeps the group
     export = output / EXPORT
+    if not export.is_file() and (failed := _all_failed(output)):
+        return failed  # aiperf 0.13 writes no export when every request failed; the level still counts, as errors
     if not export.is_file():
         tail = log.read_text(errors="replace").strip().splitlines()[-15:]
         raise BenchRunError(

@@ -111,6 +111,9 @@ def run_sweep(
             measured = LevelResult.from_aiperf(level, export)
             result.levels.append(measured)
             errors = f", {measured.errors} errors" if measured.errors else ""
+            if measured.errors:  # counted and reported; the sweep goes on
+                first = measured.error_messages[0] if measured.error_messages else "no message"
+                say(f"    {measured.errors} of {measured.requests} requests failed, e.g.: {first[:300]}")
             say(
                 f"    {measured.output_tokens_per_s:.1f} output tokens/s, TTFT p50 {measured.ttft_ms.p50:.1f} ms{errors}"
             )

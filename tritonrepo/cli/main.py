@@ -571,6 +571,7 @@ def bench(deployment, openai_url, model, tokenizer, concurrency, requests, durat
     from tritonrepo.bench.sweep import run_sweep
     from tritonrepo.bench.table import format_comparison, format_table
     from tritonrepo.bench.target import resolve_target
+    from tritonrepo.errors import BenchRunError
     from tritonrepo.interrupts import sigterm_as_interrupt
 
     if requests and duration:
@@ -600,6 +601,11 @@ def bench(deployment, openai_url, model, tokenizer, concurrency, requests, durat
     for path in [*outcome.plots, outcome.report]:
         if path:
             click.echo(f"         {path}")
+    if outcome.result.levels and all(level.errors == level.requests for level in outcome.result.levels):
+        raise BenchRunError(
+            "Every request failed, at every level; the errors are in result.json.",
+            hint="Check the lengths against the deployment's limits (--input-len, --output-len).",
+        )
 
 
 def _storage_options(command):
