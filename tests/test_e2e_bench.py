@@ -72,11 +72,13 @@ def test_sweep_writes_sane_json(first_run, deployment):
     for level in result["levels"]:
         assert level["errors"] == 0 and level["requests"] == 4
         assert level["output_tokens_per_s"] > 0 and level["requests_per_s"] > 0
-        assert level["output_tokens_per_s_per_user"] > 0
+        # per user and ITL may be 0 on a loaded machine: a reply that arrives as one chunk has no gap between tokens
+        assert level["output_tokens_per_s_per_user"] >= 0
         assert level["output_tokens_avg"] == 8  # the server's count: ignore_eos made every reply 8 tokens
         for metric in ("ttft_ms", "itl_ms", "latency_ms"):
             p = level[metric]
-            assert 0 < p["p50"] <= p["p90"] <= p["p99"], (metric, p)
+            assert 0 <= p["p50"] <= p["p90"] <= p["p99"], (metric, p)
+        assert level["ttft_ms"]["p50"] > 0 and level["latency_ms"]["p50"] >= level["ttft_ms"]["p50"]
     assert "==> concurrency 1 (1/2): 4 requests" in run.stderr and "==> concurrency 2 (2/2)" in run.stderr
     assert "TTFT p50/p90/p99 ms" in run.stdout and str(folder / "result.json") in run.stdout
 
@@ -96,10 +98,12 @@ def test_compare_prints_ratios_into_a_new_folder(first_run, deployment):
     folders = sorted(out.iterdir())
     assert len(folders) == 2 and folder in folders  # the first run is left as it was, the second is beside it
     assert "Against " in run.stdout and "this run / the earlier one" in run.stdout
-    ratio_rows = [line.split() for line in run.stdout.splitlines() if line.strip().startswith(("1 ", "2 "))]
-    ratios = [row for row in ratio_rows if row[-1].endswith("x")]
+    lines = run.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Against "))
+    ratios = [line.split() for line in lines[start + 3 : start + 5]]  # after the title, the header and the rule
     assert [row[0] for row in ratios] == ["1", "2"]
-    assert all(float(cell.rstrip("x")) > 0 for row in ratios for cell in row[1:])
+    assert all(float(cell.rstrip("x")) > 0 for row in ratios for cell in row[1:3])  # req/s, out tok/s
+    assert all(cell == "n/a" or float(cell.rstrip("x")) >= 0 for row in ratios for cell in row[3:])
     second = next(f for f in folders if f != folder)
     assert "Against the earlier run" in (second / "report.html").read_text()
 
