@@ -19,12 +19,13 @@ INSTALL_CHECK ?= .venv-install-check
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml .ci/install_dynamo.sh
+$(VENV)/.installed: pyproject.toml .ci/install_dynamo.sh .ci/install_bench.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	.ci/install_dynamo.sh $(BIN)/python  # tritonrepo[dynamo] without its unreachable aisimulate (see the script)
+	.ci/install_bench.sh $(BIN)/python  # tritonrepo[bench]: aiperf without its huggingface-hub<2 pin (see the script)
 	touch $@
 
 demo: venv
@@ -50,13 +51,14 @@ demo: venv
 	$(BIN)/tritonrepo smoke --url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) \
 	  --openai-url http://127.0.0.1:$(OPENAI_PORT)/v1
 
-$(INSTALL_CHECK)/.installed: pyproject.toml .ci/install_dynamo.sh
+$(INSTALL_CHECK)/.installed: pyproject.toml .ci/install_dynamo.sh .ci/install_bench.sh
 	rm -rf $(INSTALL_CHECK)
 	$(PYTHON) -m venv $(INSTALL_CHECK)
 	$(INSTALL_CHECK)/bin/python -m pip install --quiet --upgrade pip
 	$(INSTALL_CHECK)/bin/python -m pip install --quiet "$(TORCH)"
 	$(INSTALL_CHECK)/bin/python -m pip install --quiet ".[all]"
 	.ci/install_dynamo.sh $(INSTALL_CHECK)/bin/python
+	.ci/install_bench.sh $(INSTALL_CHECK)/bin/python
 	touch $@
 
 check-install: $(INSTALL_CHECK)/.installed

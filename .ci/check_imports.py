@@ -28,6 +28,7 @@ from pathlib import Path
 AREAS = (
     ("tritonrepo/frontend/", "frontend"),  # `tritonrepo serve`'s OpenAI front end
     ("tritonrepo/dynamo/", "dynamo"),  # serving on NVIDIA Dynamo (installed by .ci/install_dynamo.sh)
+    ("tritonrepo/bench/", "bench"),  # `tritonrepo bench`: aiperf and matplotlib (installed by .ci/install_bench.sh)
     ("tritonrepo/source/tiny_llama.py", "runtime"),  # the embedded models are made with tokenizers + safetensors
     ("tritonrepo/source/scripted_llama.py", "runtime"),
     ("all_models/", "runtime"),  # Triton's Python models run in the serving environment: the portable runtime's

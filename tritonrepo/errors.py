@@ -146,3 +146,26 @@ class UnsafeLinkError(StorageError):
     def __init__(self, message: str, *, links: list[dict], hint: str | None = None) -> None:
         self.links = list(links)
         super().__init__(message, hint=hint)
+
+
+# --- benchmarking (`tritonrepo bench`) -----------------------------------------------------------------------------
+class BenchError(TritonRepoError):
+    """A benchmark could not run or finish (the load generator, the endpoint, the output folder)."""
+
+    exit_code = 9
+
+
+class BenchToolMissingError(BenchError):
+    """aiperf (the load generator of the [bench] extra) is not installed."""
+
+
+class EndpointUnreachableError(BenchError):
+    """Nothing answers the OpenAI endpoint's /v1/models."""
+
+
+class UnknownServedModelError(BenchError):
+    """--model names a model the endpoint does not serve; the message lists those it does."""
+
+
+class BenchRunError(BenchError):
+    """aiperf failed at one concurrency level; the levels that finished are kept."""

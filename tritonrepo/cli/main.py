@@ -528,6 +528,86 @@ def smoke(url, grpc_url, openai_url, as_json, dynamo) -> None:
     raise_on_failure(results)
 
 
+def _concurrency_levels(ctx, param, value: str) -> list[int]:
+    try:
+        levels = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give whole numbers separated by commas, e.g. 1,4,16,64") from None
+    if not levels or min(levels) < 1:
+        raise click.BadParameter(f"{value!r}: give at least one level, each 1 or more")
+    return sorted(set(levels))
+
+
+@cli.command()
+@click.argument("deployment", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--openai-url", default="http://127.0.0.1:9000/v1", show_default=True, help="The OpenAI endpoint.")
+@click.option(
+    "--model", "-m", help="The served model name [default: from DIR's manifest, else the first of /v1/models]."
+)
+@click.option("--tokenizer", help="Tokenizer folder or Hugging Face id for the prompts [default: DIR's own].")
+@click.option("--concurrency", default="1,4,16,64", show_default=True, callback=_concurrency_levels,
+              help="Requests in flight, one level per value.")  # fmt: skip
+@click.option(
+    "--requests", type=click.IntRange(min=1), help="Requests per level [default: 8 x concurrency, 16 at least]."
+)
+@click.option("--duration", type=click.FloatRange(min=1), help="Seconds per level, instead of --requests.")
+@click.option("--input-len", type=click.IntRange(min=1), default=128, show_default=True, help="Prompt tokens.")
+@click.option("--output-len", type=click.IntRange(min=1), default=128, show_default=True, help="Tokens per reply.")
+@click.option("--stream/--no-stream", default=True, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"),
+              show_default=True, help="Each run gets a new folder inside.")  # fmt: skip
+@click.option("--compare", "compare_to", type=click.Path(exists=True, path_type=Path),
+              help="An earlier run's result.json (or its folder): overlaid on the charts, ratios printed.")  # fmt: skip
+@click.option("--api-key", envvar="TRITONREPO_API_KEY", help="Bearer key of the endpoint (also TRITONREPO_API_KEY).")
+@_handle_errors
+def bench(deployment, openai_url, model, tokenizer, concurrency, requests, duration, input_len, output_len, stream, out,
+          compare_to, api_key) -> None:  # fmt: skip
+    """Measure a running deployment with aiperf: a sweep over concurrency levels, as a table, JSON, PNG charts and an
+    HTML report. DIR (a repository or Dynamo deployment folder) gives the tokenizer and the manifest."""
+    from tritonrepo import progress
+    from tritonrepo.bench.aiperf_runner import Workload, aiperf_executable
+    from tritonrepo.bench.plots import require_matplotlib
+    from tritonrepo.bench.results import load_result
+    from tritonrepo.bench.sweep import run_sweep
+    from tritonrepo.bench.table import format_comparison, format_table
+    from tritonrepo.bench.target import resolve_target
+    from tritonrepo.errors import BenchRunError
+    from tritonrepo.interrupts import sigterm_as_interrupt
+
+    if requests and duration:
+        raise click.UsageError("give --requests or --duration, not both")
+    aiperf_executable()  # before anything else: without the tools of the [bench] extra there is nothing to do
+    require_matplotlib()
+
+    earlier = load_result(compare_to) if compare_to else None
+    target = resolve_target(openai_url, deployment=deployment, model=model, tokenizer=tokenizer, api_key=api_key)
+    progress.say(f"Benchmarking {target.model!r} at {target.openai_url} (tokenizer {target.tokenizer})")
+    workloads = {level: Workload(input_len, output_len, None if duration else requests or max(16, 8 * level), duration,
+                                 stream) for level in concurrency}  # fmt: skip
+    try:
+        with sigterm_as_interrupt():
+            outcome = run_sweep(target, concurrency, workloads, out, api_key=api_key, earlier=earlier, say=progress.say)
+    except KeyboardInterrupt as interrupt:
+        outcome = getattr(interrupt, "outcome", None)
+        where = f" in {outcome.folder}" if outcome else ""
+        click.echo(f"Interrupted: aiperf stopped; the levels that finished are kept{where}.", err=True)
+        if outcome and outcome.result.levels:
+            click.echo(format_table(outcome.result))
+        sys.exit(130)
+    click.echo(format_table(outcome.result))
+    if earlier is not None:
+        click.echo("\n" + format_comparison(outcome.comparison or [], str(compare_to)))
+    click.echo(f"\nResults: {outcome.folder / 'result.json'}")
+    for path in [*outcome.plots, outcome.report]:
+        if path:
+            click.echo(f"         {path}")
+    if outcome.result.levels and all(level.errors == level.requests for level in outcome.result.levels):
+        raise BenchRunError(
+            "Every request failed, at every level; the errors are in result.json.",
+            hint="Check the lengths against the deployment's limits (--input-len, --output-len).",
+        )
+
+
 def _storage_options(command):
     """The flags push and pull share: where S3 is, how to authenticate, how fast to go, what to change."""
     options = [
