@@ -96,12 +96,8 @@ def default_version(installed: str | None) -> str:
     return installed or newest_container().trtllm
 
 
-def plan_llmapi(
-    model: str, facts: ModelFacts, hardware: Hardware, request: DeploymentRequest, *, reasoning_parser: str | None,
-    display_name: str, installed_version: str | None = None,
-) -> LlmApiPlan:  # fmt: skip
-    """The PyTorch path's plan: the request's limits and its `llmapi` choices, for `hardware`."""
-    choices = request.llmapi
+def check_choices(choices) -> None:
+    """The PyTorch path's named choices (profile, serving, KV-cache dtype) are ones it knows."""
     for name, value, allowed in (
         ("--profile", choices.profile, PROFILES),
         ("--serving", choices.serving, SERVINGS),
@@ -109,6 +105,15 @@ def plan_llmapi(
     ):
         if value not in allowed:
             raise PlanError(f"unknown {name} {value!r}", hint=f"Use one of: {', '.join(allowed)}.")
+
+
+def plan_llmapi(
+    model: str, facts: ModelFacts, hardware: Hardware, request: DeploymentRequest, *, reasoning_parser: str | None,
+    display_name: str, installed_version: str | None = None,
+) -> LlmApiPlan:  # fmt: skip
+    """The PyTorch path's plan: the request's limits and its `llmapi` choices, for `hardware`."""
+    choices = request.llmapi
+    check_choices(choices)
     version = choices.trtllm_version or default_version(installed_version)
     try:
         parsed = parse_version(version)

@@ -17,13 +17,11 @@ from tritonrepo.planning.llmapi import (
     DEFAULT_KV_FRACTION,
     DEFAULT_MAX_NUM_TOKENS,
     DEFAULT_MAX_SEQ_LEN,
-    KV_CACHE_DTYPES,
     LLMAPI_TRITON_MODEL,
     MIN_VERSION,
-    PROFILES,
-    SERVINGS,
     TRTLLM_IMAGE,
     LlmApiPlan,
+    check_choices,
     default_version,
 )
 from tritonrepo.planning.llmapi_support import Row, Sizing
@@ -171,13 +169,7 @@ def plan_dense_llmapi(
 ) -> LlmApiPlan:  # fmt: skip
     """A dense model's PyTorch-backend plan: the layout from memory, the limits from the KV cache and the profile."""
     choices = request.llmapi
-    for name, value, allowed in (
-        ("--profile", choices.profile, PROFILES),
-        ("--serving", choices.serving, SERVINGS),
-        ("--kv-cache-dtype", choices.kv_cache_dtype or "auto", KV_CACHE_DTYPES),
-    ):
-        if value not in allowed:
-            raise PlanError(f"unknown {name} {value!r}", hint=f"Use one of: {', '.join(allowed)}.")
+    check_choices(choices)
     if choices.mtp_layers or choices.ep_size not in (None, 1):
         raise PlanError(
             f"--mtp and --ep-size are for mixture-of-experts models with MTP layers; {display_name} is dense "
