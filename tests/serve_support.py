@@ -12,8 +12,8 @@ from pathlib import Path
 from conftest import free_port
 
 
-def processes_using(path: Path) -> list[str]:
-    """Command lines of live processes that mention `path` (tritonserver and its Python stubs all do)."""
+def live_processes(mentioning: str) -> list[tuple[int, str]]:
+    """(pid, command line) of live processes, not this one, whose command line contains `mentioning`."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
@@ -22,9 +22,14 @@ def processes_using(path: Path) -> list[str]:
                 state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
             except (OSError, IndexError):
                 continue
-            if str(path) in command and state != "Z":
-                found.append(command)
+            if mentioning in command and state != "Z":
+                found.append((int(entry.name), command))
     return found
+
+
+def processes_using(path: Path) -> list[str]:
+    """Command lines of live processes that mention `path` (tritonserver and its Python stubs all do)."""
+    return [command for _pid, command in live_processes(str(path))]
 
 
 class Deployment:

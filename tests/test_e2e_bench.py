@@ -4,7 +4,6 @@ the HTML report, --compare, Ctrl-C, and the errors for a wrong model name."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import struct
@@ -14,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from serve_support import Deployment
+from serve_support import Deployment, live_processes
 
 from tritonrepo.bench.plots import DPI, PLOTS, SIZE_IN
 
@@ -188,14 +187,4 @@ def test_interrupt_stops_aiperf_and_keeps_finished_levels(deployment, tmp_path):
 
 def _aiperf_processes() -> set[str]:
     """pid and command line of live aiperf processes (its services rename themselves "[aiperf worker_...]")."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if "aiperf" in command and state != "Z":
-                found.add(f"{entry.name} {command}")
-    return found
+    return {f"{pid} {command}" for pid, command in live_processes("aiperf")}
