@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -339,18 +340,35 @@ def test_timeout_reports_loading_from_the_log_and_kills_a_loading_server(install
     assert processes_mentioning(str(repository)) == []
 
 
-def test_numpy_2_is_refused_for_the_bundled_stub_with_what_to_do(monkeypatch):
-    from importlib import metadata
+def _fake_numpy(folder: Path, version: str) -> None:
+    (folder / "numpy").mkdir(parents=True)
+    (folder / "numpy" / "__init__.py").write_text(f"__version__ = {version!r}\n")
 
+
+def test_numpy_2_is_refused_for_the_bundled_stub_with_what_to_do(tmp_path, monkeypatch):
+    """The numpy that counts is the one the stub imports: that of python3 on its PATH, which ignores PYTHONPATH (on the
+    GPU machine a numpy 1.26 on PYTHONPATH hid the environment's numpy 2 from this process, not from the stub)."""
     from tritonrepo.serving.tritonserver import check_stub_environment
 
     installation = find_tritonserver()
     assert installation.source == "pytriton"
     check_stub_environment(installation)  # this environment has numpy 1.x: fine
-    real_version = metadata.version
-    monkeypatch.setattr(metadata, "version", lambda name: "2.5.2" if name == "numpy" else real_version(name))
-    with pytest.raises(ServerStartError, match=r'numpy 2.5.2 .* only works with numpy 1.x.*pip install "numpy<2"'):
-        check_stub_environment(installation)
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    stub_python_env = dataclasses.replace(installation, env={**installation.env, "PATH": str(venv / "bin")})
+    with pytest.raises(ServerStartError, match=r"has none there"):
+        check_stub_environment(stub_python_env)
+
+    site_packages = next(venv.glob("lib/python*/site-packages"))
+    _fake_numpy(site_packages, "2.5.2")
+    _fake_numpy(tmp_path / "on-pythonpath", "1.26.4")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "on-pythonpath"))
+    with pytest.raises(
+        ServerStartError, match=r"numpy 2.5.2 \(.*site-packages.*\).* only works with numpy 1.x"
+    ) as error:
+        check_stub_environment(stub_python_env)
+    assert "PYTHONPATH does not reach the stub" in str(error.value)
 
 
 def test_multi_gpu_engines_launch_one_rank_per_gpu_under_mpirun(tmp_path, monkeypatch):

@@ -460,19 +460,36 @@ def _group_alive(group: int) -> bool:
 
 def check_stub_environment(installation: TritonInstallation) -> None:
     """The nvidia-pytriton 0.7 stub (tritonserver 2.51) is built for numpy 1.x: under numpy 2 every request with a
-    string tensor kills it ("Stub process is not healthy", seen on a GPU machine). Refuse that before starting."""
+    string tensor kills it ("Stub process is not healthy"), and int tensors reach clients empty (both seen on a GPU
+    machine). Refuse that before starting. The numpy that counts is the stub's: it imports from the site-packages of
+    the first python3 on its PATH and ignores PYTHONPATH, so this asks that interpreter, not this process."""
     if installation.source != "pytriton" and installation.backend_dir is None:
         return  # the NGC container's own server and stub match its own Python environment
-    from importlib import metadata
-
+    search = installation.env.get("PATH", os.environ.get("PATH"))
+    python = shutil.which("python3", path=search) or shutil.which("python", path=search)
+    if python is None:
+        raise ServerStartError(
+            "The Python backend stub finds its packages through python3 on PATH, and there is none",
+            hint=f"Put the environment's bin folder ({os.path.dirname(sys.executable)}) on PATH.",
+        )
+    probe = "import numpy, sys; sys.stdout.write(numpy.__version__ + ' ' + numpy.__file__)"
     try:
-        numpy_version = metadata.version("numpy")
-    except metadata.PackageNotFoundError:
-        return
+        # -I: the stub's own view (site-packages and their .pth files, no PYTHONPATH, no user site)
+        found = subprocess.run([python, "-I", "-c", probe], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise ServerStartError(
+            f"Could not ask {python} which numpy the Python backend stub will import: {error}"
+        ) from None
+    if found.returncode != 0:
+        raise ServerStartError(
+            f"The Python backend stub imports numpy from {python}'s site-packages, and it has none there",
+            hint="Install numpy<2 into that environment (PYTHONPATH does not reach the stub).",
+        )
+    numpy_version, numpy_file = found.stdout.split(" ", 1)
     if int(numpy_version.split(".")[0]) >= 2:
         raise ServerStartError(
-            f"numpy {numpy_version} is installed, and the Python backend of the bundled tritonserver 2.51 "
-            "(nvidia-pytriton) only works with numpy 1.x: every text request would crash its models",
-            hint='Install numpy<2 in this environment (pip install "numpy<2"; a virtualenv keeps it apart), '
-            "or run inside the NGC tritonserver container.",
+            f"The Python backend stub would import numpy {numpy_version} ({numpy_file}), and the bundled "
+            "tritonserver 2.51 (nvidia-pytriton) only works with numpy 1.x: every text request would crash its models",
+            hint=f'Install numpy<2 into the environment of {python} (pip install "numpy<2"; a virtualenv keeps it '
+            "apart; PYTHONPATH does not reach the stub), or run inside the NGC tritonserver container.",
         )
