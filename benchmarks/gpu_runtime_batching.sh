@@ -45,20 +45,25 @@ make_serving_venv() {  # sets SERVE_PY
   [ -x "$SERVE_PY" ] && return 0
   [ -n "${SITE_BUNDLE:-}" ] || { echo "SITE_BUNDLE is not set: serving needs numpy<2, tritonclient, ..."; return 1; }
   mkdir -p /tmp/bundle && tar -xJf "$SITE_BUNDLE" -C /tmp/bundle || return 1
-  # transformers imports scikit-learn when it is installed, and a scikit-learn/SciPy built for numpy 2 fails to
-  # import under numpy 1.x: a stand-in package hides it (transformers uses it only for assisted generation).
-  mkdir -p /tmp/bundle/site/sklearn
-  echo '"""Stand-in hiding scikit-learn from transformers in a numpy 1.x serving environment."""' \
-    > /tmp/bundle/site/sklearn/__init__.py
-  printf 'def roc_curve(*args, **kwargs):\n    raise ImportError("scikit-learn is hidden here")\n' \
-    > /tmp/bundle/site/sklearn/metrics.py
+  # transformers imports scikit-learn and SciPy when they are installed (it takes them as present when it finds the
+  # package), and the machine's, built for numpy 2, fail under numpy 1.x. Stand-ins with the names it imports hide
+  # them (it uses them only in assisted generation and object-detection losses, never here).
+  mkdir -p /tmp/bundle/site/sklearn /tmp/bundle/site/scipy
+  echo '"""Stand-in: scikit-learn is hidden in this numpy 1.x serving environment."""' \
+    | tee /tmp/bundle/site/sklearn/__init__.py > /tmp/bundle/site/scipy/__init__.py
+  for name in sklearn/metrics:roc_curve scipy/optimize:linear_sum_assignment; do
+    printf 'def %s(*args, **kwargs):\n    raise ImportError("hidden in this serving environment")\n' "${name#*:}" \
+      > "/tmp/bundle/site/${name%%:*}.py"
+  done
   "$PY" -m venv --without-pip "$SERVE_VENV" || return 1
   local own base
   own=$("$SERVE_PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   base=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   echo /tmp/bundle/site > "$own/00-serving-bundle.pth"  # first: numpy 1.26, tritonclient, fastapi, ...
   echo "import site; site.addsitedir('$base')" > "$own/01-machine-packages.pth"  # then torch, transformers, ...
-  "$SERVE_PY" -I -c 'import numpy, torch, tritonclient, fastapi; print("serving venv: numpy", numpy.__version__, "torch", torch.__version__)'
+  "$SERVE_PY" -I -c 'import numpy, torch, tritonclient, fastapi; from transformers import LlamaForCausalLM
+print("serving venv: numpy", numpy.__version__, "torch", torch.__version__)' \
+    || { rm -rf "$SERVE_VENV"; return 1; }
 }
 
 build_repository() {
@@ -102,7 +107,7 @@ bench)
     --openai-url "http://127.0.0.1:$port" --concurrency "${CONCURRENCY:-1,4,16,32}" --duration "${DURATION:-20}" \
     --input-len 128 --output-len 128 --out /tmp/bench-results
   run=$(ls -d /tmp/bench-results/*/ | tail -1)
-  cp "$run"/result.json "$run"/*.png "$run"/report.html "$OUT"/ && tar -czf "$OUT/bench-run.tar.gz" -C "$run" .
+  tar -czf "$OUT/bench-run.tar.gz" -C "$run" .  # one file: what comes back from the machine is counted in files
   ;;
 esac
 ls -la "$OUT"
