@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,13 +51,28 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+def aiperf_scratch() -> set[Path]:
+    """aiperf 0.13's dataset folders in the system temp folder (where it puts them unless told otherwise)."""
+    return set(Path(tempfile.gettempdir()).glob("aiperf_mmap_*"))
+
+
 @pytest.fixture(scope="module")
 def first_run(deployment, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-out")
+    scratch_before = aiperf_scratch()
     run = bench(deployment, out, *SMALL)
     assert run.returncode == 0, run.stderr[-3000:]
     (folder,) = out.iterdir()
+    run.new_scratch = aiperf_scratch() - scratch_before
     return out, folder, run
+
+
+def test_sweep_leaves_no_scratch_files(first_run):
+    """aiperf's memory-mapped prompt files go under the level's folder and are removed (it leaves them in /tmp)."""
+    out, folder, run = first_run
+    assert run.new_scratch == set()
+    assert sorted(folder.glob("aiperf/concurrency-*")), "no level folders"
+    assert not list(folder.glob("aiperf/concurrency-*/scratch")), "the scratch folder was left behind"
 
 
 def test_sweep_writes_sane_json(first_run, deployment):
@@ -181,6 +197,7 @@ def test_interrupt_stops_aiperf_and_keeps_finished_levels(deployment, tmp_path):
     result = json.loads((folder / "result.json").read_text())
     assert result["interrupted"] and [level["concurrency"] for level in result["levels"]] == [1]
     assert (folder / "report.html").is_file()
+    assert not list(folder.glob("aiperf/concurrency-*/scratch")), "the interrupted level left its scratch folder"
     time.sleep(1)
     assert not _aiperf_processes() - before, "aiperf left running"
 

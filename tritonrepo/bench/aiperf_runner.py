@@ -17,6 +17,7 @@ from tritonrepo.errors import BenchRunError, BenchToolMissingError
 
 AIPERF_VERSION = "0.13.0"  # the version the command line below and the export parsing are written against
 EXPORT = "profile_export_aiperf.json"
+SCRATCH = "scratch"  # aiperf's dataset files while a level runs
 RECORDS = "profile_export.jsonl"  # one line per finished request, appended while the level runs
 INSTALL = "pip install 'tritonrepo[bench]'"
 
@@ -155,6 +156,10 @@ def run_level(
 
     output.mkdir(parents=True)
     log = output / "aiperf.log"
+    # aiperf 0.13 writes its prompts to memory-mapped files in aiperf_mmap_<id>/ under the system temp folder and
+    # leaves the folder behind: here it goes under the level's folder and is removed with whatever is in it.
+    scratch = output / SCRATCH
+    env = {**env, "AIPERF_DATASET_MMAP_BASE_PATH": str(scratch)}
     with open(log, "wb") as sink:
         # A session of its own: the terminal's Ctrl-C reaches us, and we stop aiperf's whole group ourselves.
         process = subprocess.Popen(
@@ -169,10 +174,9 @@ def run_level(
                 if on_progress and now != done and time.monotonic() - told >= 5:  # a line every 5 s at most
                     on_progress(now)
                     done, told = now, time.monotonic()
-        except BaseException:
+        finally:  # on KeyboardInterrupt too; after a normal end this only sweeps the group
             _stop(process)
-            raise
-        _stop(process)  # nothing should be left; this only sweeps the group
+            shutil.rmtree(scratch, ignore_errors=True)
     export = output / EXPORT
     if not export.is_file() and (failed := _all_failed(output)):
         return failed  # aiperf 0.13 writes no export when every request failed; the level still counts, as errors
