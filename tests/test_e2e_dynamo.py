@@ -49,9 +49,9 @@ class DynamoServe:
 
     def __init__(self, folder: Path, log: Path, *extra: str) -> None:
         self.port = free_port()
-        self.log = log
+        self.folder, self.log = folder, log
         command = [sys.executable, "-m", "tritonrepo.cli.main", "serve", str(folder), "--openai-port", str(self.port)]
-        # serve keeps its per-process logs in a temporary folder: the test's, so runs leave nothing in /tmp
+        # serve's temporary folder in the test's, so that a run that fails leaves nothing in /tmp
         env = {**os.environ, "TMPDIR": str(log.parent)}
         self.process = subprocess.Popen([*command, *extra], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
 
@@ -212,6 +212,10 @@ def test_sigterm_stops_every_process_and_exits_0(aggregated, tiny_model_dir):
     aggregated.stop_cleanly()
     assert "Stopped." in aggregated.output
     assert not processes_using(tiny_model_dir), "a worker of this deployment is still running"
+    # the logs stay beside the deployment folder; the discovery store in the temp folder is gone
+    assert aggregated.log_dir == aggregated.folder.with_name("deployment.dynamo-logs")
+    assert "registered tiny-llama" in aggregated.worker_log("aggregated-worker-0")
+    assert not list(aggregated.log.parent.glob("tritonrepo-dynamo-*")), "serve left its temporary folder"
 
 
 def test_smoke_runs_the_openai_checks_and_says_triton_checks_do_not_apply(tiny_model_dir, tmp_path):

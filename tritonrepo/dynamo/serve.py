@@ -37,6 +37,7 @@ class DynamoServeOptions:
     stand_in: str | None = None  # "mocker": Dynamo's mocker for prefill/decode workers where TensorRT-LLM is missing
     ready_timeout: float = 600.0
     api_keys: tuple[str, ...] = ()
+    log_dir: Path | None = None  # one log per process [default: <folder>.dynamo-logs beside the folder]
 
 
 def require_dynamo() -> None:
@@ -114,10 +115,14 @@ class DynamoDeploymentRun:
     def __init__(self, options: DynamoServeOptions, deployment: manifest.DynamoDeployment, workers: list[ProcessSpec]):
         self.options = options
         self.deployment = deployment
-        self.work_dir = Path(tempfile.mkdtemp(prefix="tritonrepo-dynamo-"))
-        self.log_dir = self.work_dir / "logs"
-        self.log_dir.mkdir()
-        discovery = self.work_dir / "discovery"  # Dynamo's file discovery store, private to this serve
+        # One log per process beside the deployment, as tritonserver's is beside a repository: kept after serve ends,
+        # replaced by the next serve of the same folder.
+        self.log_dir = options.log_dir or options.folder.with_name(options.folder.name + ".dynamo-logs")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.log_dir.glob("*.log"):
+            old.unlink()
+        self.work_dir = Path(tempfile.mkdtemp(prefix="tritonrepo-dynamo-"))  # private to this serve; removed at stop
+        discovery = self.work_dir / "discovery"  # Dynamo's file discovery store
         discovery.mkdir()
         self.env = {
             **os.environ,
@@ -236,7 +241,7 @@ class DynamoDeploymentRun:
             time.sleep(0.1)
         for process in processes:
             process.kill_group()
-        shutil.rmtree(self.work_dir / "discovery", ignore_errors=True)
+        shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
 def serve_dynamo_deployment(options: DynamoServeOptions) -> None:
