@@ -38,6 +38,33 @@ def _handle_errors(command):
     return wrapper
 
 
+def _with_options(command, options: list):
+    """`command` with `options` applied, listed in --help in the order given."""
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _engine_options(command):
+    """The runtime, its parallelism and its limits, shared by build and plan."""
+    return _with_options(command, [
+        click.option("--runtime", type=click.Choice(["auto", "hf", "tensorrtllm", "pytorch"]), default="auto",
+                     show_default=True, help="hf: the portable runtime; tensorrtllm: compiled engines; pytorch: "
+                     "TensorRT-LLM's PyTorch backend (trtllm-serve or the llmapi Triton model, no engine build; "
+                     "DeepSeek-V3 models always)."),
+        click.option("--max-batch-size", type=click.IntRange(min=1), help="Sequences in flight (Triton max_batch_size)."),
+        click.option("--max-input-len", type=click.IntRange(min=1), help="Longest prompt in tokens."),
+        click.option("--max-seq-len", type=click.IntRange(min=2), help="Longest prompt + output in tokens."),
+        click.option("--max-num-tokens", type=click.IntRange(min=1), help="Tokens per engine step (TensorRT-LLM)."),
+        click.option("--quantization", type=click.Choice(["none", "fp8", "fp8-kv"]), default="none",
+                     show_default=True),
+        click.option("--tp-size", type=click.IntRange(min=1), help="Tensor parallel size [default: the smallest "
+                     "that fits]."),
+        click.option("--pp-size", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Pipeline parallel size."),
+    ])  # fmt: skip
+
+
 def _pytorch_path_options(command):
     """Options of the PyTorch path (DeepSeek-V3-architecture MoE models), shared by plan, build and export."""
     options = [
@@ -58,9 +85,7 @@ def _pytorch_path_options(command):
         click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), help="PyTorch path: KV cache dtype "
                      "[default: fp8 where the backend supports it]."),
     ]  # fmt: skip
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _with_options(command, options)
 
 
 def _llmapi_choices(profile, serving, trtllm_version, nodes, ep_size, mtp, kv_cache_dtype, *, dynamo_ok=False):
@@ -91,28 +116,14 @@ def cli(quiet: bool) -> None:
 @click.option(
     "--model", "-m", required=True, help="tiny-llama (embedded), a local checkpoint folder, or a Hugging Face id."
 )
-@click.option(
-    "--runtime",
-    type=click.Choice(["auto", "hf", "tensorrtllm", "pytorch"]),
-    default="auto",
-    show_default=True,
-    help="hf: the portable runtime; tensorrtllm: compiled engines; pytorch: TensorRT-LLM's "
-    "PyTorch backend (trtllm-serve or the llmapi Triton model, no engine build; DeepSeek-V3 models always).",
-)
+@_engine_options
 @click.option(
     "--output", "-o", type=click.Path(path_type=Path), help="Repository folder [default: build/<model name>]."
 )
 @click.option("--revision", help="Hub revision (branch, tag or commit).")
-@click.option("--max-batch-size", type=click.IntRange(min=1), help="Sequences in flight (Triton max_batch_size).")
-@click.option("--max-input-len", type=click.IntRange(min=1), help="Longest prompt in tokens.")
-@click.option("--max-seq-len", type=click.IntRange(min=2), help="Longest prompt + output in tokens.")
 @click.option(
     "--decoupled/--no-decoupled", default=True, show_default=True, help="Decoupled (streaming) generation models."
 )
-@click.option("--max-num-tokens", type=click.IntRange(min=1), help="Tokens per engine step (TensorRT-LLM).")
-@click.option("--quantization", type=click.Choice(["none", "fp8", "fp8-kv"]), default="none", show_default=True)
-@click.option("--tp-size", type=click.IntRange(min=1), help="Tensor parallel size [default: the smallest that fits].")
-@click.option("--pp-size", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline parallel size.")
 @click.option("--offline", is_flag=True, help="Use only the local Hugging Face cache.")
 @click.option("--force", is_flag=True, help="Rebuild every stage even when its inputs are unchanged.")
 @click.option(
@@ -176,21 +187,7 @@ def build(model, runtime, output, revision, max_batch_size, max_input_len, max_s
 @cli.command()
 @click.option("--model", "-m", required=True, help="A known model name, Hugging Face id, local folder or tiny-llama.")
 @click.option("--gpu", help="Plan for hardware you do not have: NAME[xN], e.g. A100-40GB, 'H100-80GB x8', L4.")
-@click.option(
-    "--runtime",
-    type=click.Choice(["auto", "hf", "tensorrtllm", "pytorch"]),
-    default="auto",
-    show_default=True,
-    help="hf: the portable runtime; tensorrtllm: compiled engines; pytorch: TensorRT-LLM's "
-    "PyTorch backend (trtllm-serve or the llmapi Triton model, no engine build; DeepSeek-V3 models always).",
-)
-@click.option("--quantization", type=click.Choice(["none", "fp8", "fp8-kv"]), default="none", show_default=True)
-@click.option("--tp-size", type=click.IntRange(min=1), help="Tensor parallel size [default: the smallest that fits].")
-@click.option("--pp-size", type=click.IntRange(min=1), default=1, show_default=True, help="Pipeline parallel size.")
-@click.option("--max-batch-size", type=click.IntRange(min=1))
-@click.option("--max-input-len", type=click.IntRange(min=1))
-@click.option("--max-seq-len", type=click.IntRange(min=2))
-@click.option("--max-num-tokens", type=click.IntRange(min=1))
+@_engine_options
 @click.option(
     "--kv-cache-free-gpu-mem-fraction",
     type=click.FloatRange(0.05, 0.99),
