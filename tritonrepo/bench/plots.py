@@ -54,6 +54,24 @@ def _title(result: BenchResult) -> str:
     return f"{result.model}: {settings.get('input_len')} tokens in, {settings.get('output_len')} out"
 
 
+def _finish_panel(axis, result: BenchResult, label: str, *, title: str | None = None, legend: bool) -> None:
+    """A panel against concurrency: axes labelled, y from 0 with room above the highest point."""
+    _concurrency_axis(axis, result)
+    axis.set_ylabel(label)
+    axis.set_ylim(bottom=0, top=axis.get_ylim()[1] * 1.1)
+    axis.set_title(title or label[0].upper() + label[1:])
+    if legend:
+        axis.legend(fontsize=8)
+
+
+def _save(plt, figure, path: Path, title: str | None = None) -> None:
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def plot_throughput(result: BenchResult, path: Path, earlier: BenchResult | None = None) -> None:
     plt = _pyplot()
     figure, (tokens, requests) = plt.subplots(1, 2, figsize=SIZE_IN, dpi=DPI)
@@ -62,17 +80,9 @@ def plot_throughput(result: BenchResult, path: Path, earlier: BenchResult | None
         x = [level.concurrency for level in run.levels]
         tokens.plot(x, [lv.output_tokens_per_s for lv in run.levels], style, marker="o", color="tab:blue", label=label)
         requests.plot(x, [lv.requests_per_s for lv in run.levels], style, marker="s", color="tab:orange", label=label)
-    for axis, name in ((tokens, "output tokens/s (all users)"), (requests, "requests/s")):
-        _concurrency_axis(axis, result)
-        axis.set_ylabel(name)
-        axis.set_ylim(bottom=0, top=axis.get_ylim()[1] * 1.1)
-        axis.set_title(name[0].upper() + name[1:])
-        if earlier is not None:
-            axis.legend(fontsize=8)
-    figure.suptitle(f"Throughput against concurrency, {_title(result)}")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    _finish_panel(tokens, result, "output tokens/s (all users)", legend=earlier is not None)
+    _finish_panel(requests, result, "requests/s", legend=earlier is not None)
+    _save(plt, figure, path, f"Throughput against concurrency, {_title(result)}")
 
 
 def plot_latency(result: BenchResult, path: Path, earlier: BenchResult | None = None) -> None:
@@ -86,15 +96,8 @@ def plot_latency(result: BenchResult, path: Path, earlier: BenchResult | None = 
                 y = [getattr(getattr(level, metric), key) for level in run.levels]
                 suffix = "" if label == "this run" else f", {label}"
                 axis.plot(x, y, style, marker="o", color=color, label=f"{key}{suffix}")
-        _concurrency_axis(axis, result)
-        axis.set_ylabel(f"{name} (ms)")
-        axis.set_ylim(bottom=0)
-        axis.set_title(name.capitalize())
-        axis.legend(fontsize=8)
-    figure.suptitle(f"Latency percentiles against concurrency, {_title(result)}")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+        _finish_panel(axis, result, f"{name} (ms)", title=name.capitalize(), legend=True)
+    _save(plt, figure, path, f"Latency percentiles against concurrency, {_title(result)}")
 
 
 def plot_tradeoff(result: BenchResult, path: Path, earlier: BenchResult | None = None) -> None:
@@ -114,9 +117,7 @@ def plot_tradeoff(result: BenchResult, path: Path, earlier: BenchResult | None =
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=9)
     axis.set_title(f"Throughput against speed per user (c = concurrency)\n{_title(result)}")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    _save(plt, figure, path)
 
 
 def write_plots(result: BenchResult, folder: Path, earlier: BenchResult | None = None) -> list[Path]:
