@@ -96,6 +96,30 @@ def default_version(installed: str | None) -> str:
     return installed or newest_container().trtllm
 
 
+def target_version(choices, installed: str | None, *, needs: str) -> tuple[str, Version]:
+    """The TensorRT-LLM to write for (--trtllm-version, else the installed one, else the newest known) and its parsed
+    form; one older than MIN_VERSION is refused, `needs` saying what it predates."""
+    version = choices.trtllm_version or default_version(installed)
+    try:
+        parsed = parse_version(version)
+    except ValueError as error:
+        raise PlanError(str(error), hint="Give a version such as 1.0.0 (--trtllm-version).") from None
+    if parsed < MIN_VERSION:
+        raise PlanError(
+            f"TensorRT-LLM {version} predates {needs}", hint=f"Target {MIN_VERSION} or newer (--trtllm-version)."
+        )
+    return version, parsed
+
+
+def checked_max_seq_len(request: DeploymentRequest, facts: ModelFacts) -> int:
+    """--max-seq-len, else the model's context length up to DEFAULT_MAX_SEQ_LEN; never beyond the model's."""
+    max_seq_len = request.max_seq_len or min(DEFAULT_MAX_SEQ_LEN, facts.max_position_embeddings)
+    if max_seq_len > facts.max_position_embeddings:
+        raise PlanError(f"--max-seq-len {max_seq_len} exceeds the model's context length "
+                        f"{facts.max_position_embeddings}")  # fmt: skip
+    return max_seq_len
+
+
 def check_choices(choices) -> None:
     """The PyTorch path's named choices (profile, serving, KV-cache dtype) are ones it knows."""
     for name, value, allowed in (
@@ -114,25 +138,15 @@ def plan_llmapi(
     """The PyTorch path's plan: the request's limits and its `llmapi` choices, for `hardware`."""
     choices = request.llmapi
     check_choices(choices)
-    version = choices.trtllm_version or default_version(installed_version)
-    try:
-        parsed = parse_version(version)
-    except ValueError as error:
-        raise PlanError(str(error), hint="Give a version such as 1.0.0 (--trtllm-version).") from None
-    if parsed < MIN_VERSION:
-        raise PlanError(
-            f"TensorRT-LLM {version} predates the PyTorch-backend DeepSeek recipes and the llmapi Triton model",
-            hint=f"Target {MIN_VERSION} or newer (--trtllm-version).",
-        )
+    version, parsed = target_version(
+        choices, installed_version, needs="the PyTorch-backend DeepSeek recipes and the llmapi Triton model"
+    )
     precision = checkpoint_precision(facts.native_dtype)
     sizing = size(display_name, precision, hardware, version, nodes=choices.nodes, pp_size=request.pp_size,
                   ep_size=choices.ep_size, num_experts=facts.num_experts)  # fmt: skip
     knobs = PROFILE_KNOBS[choices.profile]
     gpu = hardware.gpu
-    max_seq_len = request.max_seq_len or min(DEFAULT_MAX_SEQ_LEN, facts.max_position_embeddings)
-    if max_seq_len > facts.max_position_embeddings:
-        raise PlanError(f"--max-seq-len {max_seq_len} exceeds the model's context length "
-                        f"{facts.max_position_embeddings}")  # fmt: skip
+    max_seq_len = checked_max_seq_len(request, facts)
     max_num_tokens = request.max_num_tokens or DEFAULT_MAX_NUM_TOKENS
     max_batch_size = request.max_batch_size or knobs.max_batch_size
     flat = parsed >= FLAT_SCHEMA

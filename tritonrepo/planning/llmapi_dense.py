@@ -16,19 +16,19 @@ from tritonrepo.hardware import Hardware
 from tritonrepo.planning.llmapi import (
     DEFAULT_KV_FRACTION,
     DEFAULT_MAX_NUM_TOKENS,
-    DEFAULT_MAX_SEQ_LEN,
     LLMAPI_TRITON_MODEL,
     MIN_VERSION,
     TRTLLM_IMAGE,
     LlmApiPlan,
     check_choices,
-    default_version,
+    checked_max_seq_len,
+    target_version,
 )
 from tritonrepo.planning.llmapi_support import Row, Sizing
 from tritonrepo.planning.memory import MemoryEstimate, estimate, gib
 from tritonrepo.planning.request import DeploymentRequest
 from tritonrepo.source.catalog import ModelFacts
-from tritonrepo.trtllm.versions import container_for, parse_version
+from tritonrepo.trtllm.versions import container_for
 
 USEFUL_SEQUENCES = 4  # the engine path's rule too (engine_plan.py): fewer full-length sequences is not worth serving
 MIN_SM = 80  # the PyTorch backend's kernels: Ampere and newer
@@ -176,23 +176,15 @@ def plan_dense_llmapi(
             f"({facts.architecture})",
             hint="Leave them out.",
         )
-    version = choices.trtllm_version or default_version(installed_version)
-    try:
-        parsed = parse_version(version)
-    except ValueError as error:
-        raise PlanError(str(error), hint="Give a version such as 1.0.0 (--trtllm-version).") from None
-    if parsed < MIN_VERSION:
-        raise PlanError(f"TensorRT-LLM {version} predates the llmapi Triton model and trtllm-serve's PyTorch backend",
-                        hint=f"Target {MIN_VERSION} or newer (--trtllm-version).")  # fmt: skip
+    version, parsed = target_version(
+        choices, installed_version, needs="the llmapi Triton model and trtllm-serve's PyTorch backend"
+    )
     gpu = hardware.gpu
     kv = choices.kv_cache_dtype or "auto"
     if kv == "fp8" and gpu is not None and not gpu.supports_fp8:
         raise PlanError(f"--kv-cache-dtype fp8 needs SM89 or newer; {gpu.name} is SM{gpu.sm}",
                         hint="Leave it out (the KV cache takes the model's dtype).")  # fmt: skip
-    max_seq_len = request.max_seq_len or min(DEFAULT_MAX_SEQ_LEN, facts.max_position_embeddings)
-    if max_seq_len > facts.max_position_embeddings:
-        raise PlanError(f"--max-seq-len {max_seq_len} exceeds the model's context length "
-                        f"{facts.max_position_embeddings}")  # fmt: skip
+    max_seq_len = checked_max_seq_len(request, facts)
     knobs = DENSE_KNOBS[choices.profile]
     max_num_tokens = request.max_num_tokens or DEFAULT_MAX_NUM_TOKENS
     fraction = request.kv_cache_free_gpu_mem_fraction or DEFAULT_KV_FRACTION
