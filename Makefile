@@ -19,7 +19,7 @@ INSTALL_CHECK ?= .venv-install-check
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml .ci/install_dynamo.sh .ci/install_bench.sh
+$(VENV)/.installed: pyproject.toml .ci/install_dynamo.sh .ci/install_bench.sh .ci/keep_installed.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
@@ -51,7 +51,7 @@ demo: venv
 	$(BIN)/tritonrepo smoke --url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) \
 	  --openai-url http://127.0.0.1:$(OPENAI_PORT)/v1
 
-$(INSTALL_CHECK)/.installed: pyproject.toml .ci/install_dynamo.sh .ci/install_bench.sh
+$(INSTALL_CHECK)/.installed: pyproject.toml .ci/install_dynamo.sh .ci/install_bench.sh .ci/keep_installed.sh
 	rm -rf $(INSTALL_CHECK)
 	$(PYTHON) -m venv $(INSTALL_CHECK)
 	$(INSTALL_CHECK)/bin/python -m pip install --quiet --upgrade pip

@@ -13,28 +13,20 @@ set -euo pipefail
 PYTHON="${1:-.venv/bin/python}"
 AIPERF_VERSION=0.13.0
 
-if "$PYTHON" - "$AIPERF_VERSION" <<'PY'
-import sys
+source "$(dirname "$0")/keep_installed.sh"
+
+if installed_already "$PYTHON" "
 from importlib import metadata
-try:
-    ok = metadata.version("aiperf") == sys.argv[1]
-    import aiperf, matplotlib  # noqa: F401
-except Exception:
-    ok = False
-sys.exit(0 if ok else 1)
-PY
-then
+assert metadata.version('aiperf') == '$AIPERF_VERSION'
+import aiperf, matplotlib"; then
     echo "aiperf $AIPERF_VERSION already installed for $PYTHON"
     exit 0
 fi
 
-constraints="$(mktemp)"
-trap 'rm -f "$constraints"' EXIT
-"$PYTHON" -m pip freeze | grep -iE '^(torch|transformers|numpy|tokenizers|huggingface[-_]hub|pydantic|pydantic[-_]core|tritonclient|openai|httpx|fastapi|uvicorn|starlette|prometheus[-_]client|psutil|pyzmq|rich)==' \
-    >"$constraints" || true
-"$PYTHON" -m pip install --quiet --no-deps "aiperf==$AIPERF_VERSION"
 # aiperf 0.13.0's requirements (its METADATA) less huggingface-hub, with the four narrow pins above left open.
-"$PYTHON" -m pip install --quiet -c "$constraints" \
+install_keeping "$PYTHON" \
+    'torch|transformers|numpy|tokenizers|huggingface[-_]hub|pydantic|pydantic[-_]core|tritonclient|openai|httpx|fastapi|uvicorn|starlette|prometheus[-_]client|psutil|pyzmq|rich' \
+    "aiperf==$AIPERF_VERSION" -- \
     "aiofiles~=24.1.0" "aiohttp>=3.14.3,<4" "aiosqlite>=0.19.0" "crick~=0.0.8" "cyclopts>=4,<5" \
     "dash-bootstrap-components~=2.0.0" "dash~=3.1.0" "datasets>=3.0" "fastapi>=0.115,<1" "ffmpeg-python~=0.2.0" \
     "filelock>=3.13" "jinja2~=3.1.5" "jmespath~=1.0.1" "kaleido~=1.2.0" "kopf>=1.42.0" \

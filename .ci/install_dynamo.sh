@@ -12,29 +12,19 @@
 set -euo pipefail
 PYTHON="${1:-.venv/bin/python}"
 DYNAMO_VERSION=1.6.1
+source "$(dirname "$0")/keep_installed.sh"
 
-if "$PYTHON" - "$DYNAMO_VERSION" <<'PY'
-import sys
+if installed_already "$PYTHON" "
 from importlib import metadata
-try:
-    ok = all(metadata.version(d) == sys.argv[1] for d in ("ai-dynamo", "ai-dynamo-runtime"))
-    import dynamo.llm, dynamo.runtime  # noqa: F401  (the compiled runtime loads)
-except Exception:
-    ok = False
-sys.exit(0 if ok else 1)
-PY
-then
+assert all(metadata.version(d) == '$DYNAMO_VERSION' for d in ('ai-dynamo', 'ai-dynamo-runtime'))
+import dynamo.llm, dynamo.runtime  # the compiled runtime loads"; then
     echo "Dynamo $DYNAMO_VERSION already installed for $PYTHON"
     exit 0
 fi
 
-constraints="$(mktemp)"
-trap 'rm -f "$constraints"' EXIT
-"$PYTHON" -m pip freeze | grep -iE '^(torch|transformers|numpy|tokenizers|huggingface[-_]hub|pydantic|pydantic[-_]core|tritonclient)==' \
-    >"$constraints" || true
-"$PYTHON" -m pip install --quiet --no-deps "ai-dynamo-runtime==$DYNAMO_VERSION" "ai-dynamo==$DYNAMO_VERSION"
-# ai-dynamo's requirements (its METADATA) except aisimulate and the two wheels above.
-"$PYTHON" -m pip install --quiet -c "$constraints" \
+# ai-dynamo's requirements (its METADATA) except aisimulate and the two wheels themselves.
+install_keeping "$PYTHON" 'torch|transformers|numpy|tokenizers|huggingface[-_]hub|pydantic|pydantic[-_]core|tritonclient' \
+    "ai-dynamo-runtime==$DYNAMO_VERSION" "ai-dynamo==$DYNAMO_VERSION" -- \
     "aiohttp>=3.14.3,<4.0" "certifi>=2026.10.19" "kubernetes>=32.0.1,<33.0.0" "msgspec>=0.19.0" \
     "prometheus-client>=0.23.1,<1.0" "pyzmq>=26.0.0" "redis>=6.2.0,<9.0.0" "tqdm>=4.0.0" "transformers>=4.56.0" \
     "typing-extensions>=4.10.0" "zstandard>=0.23.0,<1.0" "uvloop>=0.21.0" \

@@ -39,22 +39,22 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from frontend_overhead import (  # noqa: E402
+from frontend_overhead import RawSSEClient, _proc_stat, candidate_messages, free_port, via_frontend  # noqa: E402
+from load_ways import (  # noqa: E402
     LevelRun,
-    RawSSEClient,
-    Sample,
-    _proc_stat,
-    candidate_messages,
+    WaysBench,
+    by_prompt,
     cpu_model,
-    free_port,
-    merged,
-    percentiles,
-    via_frontend,
+    main_stopping_on_signals,
+    turns,
+    versions,
+)
+from load_ways import (
+    print_level as print_table,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,14 +180,15 @@ class Serve:
 
 
 # --- the runs ------------------------------------------------------------------------------------------------------
-class Bench:
-    """One SSE client per way (a kept-alive connection per request in flight), the same prompts for all."""
+class Bench(WaysBench):
+    """One SSE client per way (a kept-alive connection per request in flight), the same prompts for all; our front
+    end chooses them."""
 
     def __init__(self, serves: dict[str, Serve], max_tokens: int) -> None:
-        self.serves, self.max_tokens = serves, max_tokens
+        super().__init__(max_tokens)
+        self.serves, self.ways = serves, tuple(serves)
         self.clients = {way: RawSSEClient("127.0.0.1", serve.port) for way, serve in serves.items()}
         self.models = {way: serve.model_name() for way, serve in serves.items()}
-        self.messages: list = []
 
     async def close(self) -> None:
         for client in self.clients.values():
@@ -197,97 +198,13 @@ class Bench:
         messages = self.messages[index]
         return via_frontend(self.clients[way], self.models[way], messages, max_tokens or self.max_tokens, index)
 
-    async def choose_prompts(self, wanted: int, candidates: int) -> int:
-        """Keep prompts whose greedy output (through our front end) runs to max_tokens; returns the number tried."""
-        self.messages = candidate_messages(candidates)
-        chosen: list[int] = []
-        tried = 0
-        while tried < candidates and len(chosen) < wanted:
-            batch = range(tried, min(tried + 8, candidates))
-            samples = await asyncio.gather(*(self.one("ours", i) for i in batch))
-            chosen += [s.prompt for s in samples if s.tokens == self.max_tokens]
-            tried = batch.stop
-        # If too few run to full length, the rest are used anyway; the token counts in the tables show it.
-        chosen = (chosen + [i for i in range(candidates) if i not in chosen])[:wanted]
-        self.messages = [self.messages[i] for i in chosen]
-        return tried
-
-    async def run_level(self, way: str, concurrency: int, requests: int, max_tokens: int | None = None, first: int = 0):
-        """`requests` requests (prompts in turn from number `first`), `concurrency` in flight at any time."""
-        queue = iter(range(first, first + requests))
-        samples: list[Sample] = []
-
-        async def worker() -> None:
-            for number in queue:
-                samples.append(await self.one(way, number % len(self.messages), max_tokens))
-
-        serve = self.serves[way]
-        cpu_before, client_before = serve.cpu_seconds(), time.process_time()
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
-        wall = time.perf_counter() - started
-        cpu = {k: v - cpu_before[k] for k, v in serve.cpu_seconds().items()}
-        cpu["client"] = time.process_time() - client_before
-        return LevelRun(way, concurrency, wall, samples, cpu)
-
-    async def run_turns(self, concurrency: int, requests: int, rounds: int) -> dict[str, LevelRun]:
-        """Every way at one concurrency in `rounds` turns, the order reversed each turn (A B, B A, ...)."""
-        ways = tuple(self.serves)
-        parts: dict[str, list[LevelRun]] = {way: [] for way in ways}
-        share = max(concurrency, requests // rounds)
-        for turn in range(rounds):
-            for way in ways if turn % 2 == 0 else ways[::-1]:
-                parts[way].append(await self.run_level(way, concurrency, share, first=turn * share))
-        return {way: merged(runs) for way, runs in parts.items()}
+    def cpu_seconds(self, way: str) -> dict[str, float]:
+        return self.serves[way].cpu_seconds()
 
 
 # --- numbers -------------------------------------------------------------------------------------------------------
-def summary(run: LevelRun) -> dict:
-    tokens = [s.tokens for s in run.samples]
-    return {
-        "tokens_per_s": sum(tokens) / run.wall_s,
-        "ttft_ms": percentiles([s.ttft for s in run.samples], (50, 90)),
-        "itl_ms": percentiles([g for s in run.samples for g in s.gaps], (50, 90)),
-        # per token after the first, whatever the message boundaries: a front end that sends bursts has a tiny ITL
-        "tpot_ms": percentiles([(s.end - s.ttft) / (s.tokens - 1) for s in run.samples if s.tokens > 1], (50,)),
-        "tokens_min": min(tokens),
-        "tokens_max": max(tokens),
-        "tokens_total": sum(tokens),
-        "messages_per_request": sum(s.messages for s in run.samples) / len(run.samples),
-        "wall_s": run.wall_s,
-        "cpu_s": run.cpu_s,
-    }
-
-
-def by_prompt(run: LevelRun, attribute: str) -> dict[int, list[int]]:
-    values: dict[int, list[int]] = {}
-    for sample in run.samples:
-        values.setdefault(sample.prompt, []).append(getattr(sample, attribute))
-    return {prompt: sorted(found) for prompt, found in values.items()}
-
-
-def print_level(concurrency: int, runs: dict[str, LevelRun], turns: int, load: tuple[float, float]) -> dict:
-    stats = {way: summary(run) for way, run in runs.items()}
-    requests = len(runs["ours"].samples)
-    print(
-        f"\n### concurrency {concurrency} ({requests} requests each way in {turns} alternating turns; 1-min load ",
-        end="",
-    )
-    print(f"average {load[0]:.1f} -> {load[1]:.1f})\n")
-    print(
-        "| way | tokens/s | TTFT p50 ms | TTFT p90 ms | ITL p50 ms | ITL p90 ms | TPOT p50 ms | tokens per request "
-        "| messages per request | wall s | CPU ms per token: front end / runtime / client |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for way, s in stats.items():
-        ttft, itl, cpu = s["ttft_ms"], s["itl_ms"], s["cpu_s"]
-        per_token = " / ".join(f"{cpu[name] * 1000 / s['tokens_total']:.2f}" for name in CPU_PARTS)
-        counts = str(s["tokens_min"]) if s["tokens_min"] == s["tokens_max"] else f"{s['tokens_min']}-{s['tokens_max']}"
-        print(
-            f"| {way} | {s['tokens_per_s']:,.0f} | {ttft[0]:.1f} | {ttft[1]:.1f} | {itl[0]:.2f} | {itl[1]:.2f} | "
-            f"{s['tpot_ms'][0]:.2f} | "
-            f"{counts} | {s['messages_per_request']:.1f} | {s['wall_s']:.2f} | {per_token} |"
-        )
+def print_level(concurrency: int, runs: dict[str, LevelRun], rounds: int, load: tuple[float, float]) -> dict:
+    stats = print_table(concurrency, runs, rounds, load, cpu_parts=CPU_PARTS, shown=("p50", "p90"), tpot=True)
     ours = stats["ours"]
     checks = {}
     for way in (w for w in stats if w != "ours"):
@@ -309,32 +226,18 @@ def print_level(concurrency: int, runs: dict[str, LevelRun], turns: int, load: t
     return {"summary": stats, "versus_ours": checks}
 
 
-def versions() -> str:
-    found = []
-    for name in ("tritonrepo", "ai-dynamo", "ai-dynamo-runtime", "nvidia-pytriton", "torch", "transformers"):
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{name} -")
-    return ", ".join(found)
+VERSIONS = ("tritonrepo", "ai-dynamo", "ai-dynamo-runtime", "nvidia-pytriton", "torch", "transformers")
 
 
 # --- main ----------------------------------------------------------------------------------------------------------
 async def measure(bench: Bench, args, results: dict) -> None:
-    tried = await bench.choose_prompts(args.prompts, args.prompts * 4)
+    tried = await bench.choose_prompts(candidate_messages(args.prompts * 4), args.prompts)
     print(f"prompts: {len(bench.messages)} chat prompts chosen from {tried} tried (greedy output reaches max_tokens)")
-    # Warm-up, untimed: opens every connection the highest level needs, and runs each way once at one and at the top.
-    top = max(args.concurrency)
-    for way in bench.serves:
-        await bench.run_level(way, top, top, max_tokens=4)
-        await bench.run_level(way, 1, 4)
+    await bench.warm_up(max(args.concurrency))
     for concurrency in args.concurrency:
         load_before = os.getloadavg()[0]
         requests = args.requests or max(24, 4 * concurrency)
-        # Short turns at low concurrency, so the ways see the same stalls of a shared machine; at high concurrency a
-        # turn must be long enough to keep `concurrency` requests in flight most of the time.
-        rounds = args.rounds or max(2, requests // max(4, 2 * concurrency))
-        rounds += rounds % 2  # an even number: each way goes first (and last) equally often
+        rounds = turns(requests, concurrency, args.rounds)
         runs = await bench.run_turns(concurrency, requests, rounds)
         level = print_level(concurrency, runs, rounds, (load_before, os.getloadavg()[0]))
         level["concurrency"] = concurrency
@@ -386,7 +289,6 @@ def parse_args() -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    signal.signal(signal.SIGTERM, _interrupt)  # so `kill` unwinds like Ctrl-C and the serves are stopped too
     # A handled signal is reset to the default at exec, an ignored one stays ignored: started in the background by a
     # shell, this script has SIGINT ignored, and so would the serves, whose Ctrl-C stop path is what `__exit__` uses.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -408,7 +310,7 @@ def run(args: argparse.Namespace) -> None:
                 for serve in serves.values():
                     print(f"serve {serve.way} ready after {serve.wait_ready():.1f} s ({serve.url})", file=sys.stderr)
                 print(f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {cpu_model()}")
-                print(f"versions: Python {platform.python_version()}, {versions()}")
+                print(f"versions: Python {platform.python_version()}, {versions(VERSIONS)}")
                 threads = args.runtime_threads or "torch's default"
                 print(
                     f"engines: {threads} torch thread(s) each, {batch} sequences decoded together; max_tokens "
@@ -418,7 +320,7 @@ def run(args: argparse.Namespace) -> None:
                 results = {
                     "args": {k: str(v) for k, v in vars(args).items()},
                     "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
-                    "versions": versions(),
+                    "versions": versions(VERSIONS),
                     "levels": [],
                 }
                 asyncio.run(run_all(serves, args, results))
@@ -438,10 +340,6 @@ def run(args: argparse.Namespace) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 async def run_all(serves: dict[str, Serve], args, results: dict) -> None:
     bench = Bench(serves, args.max_tokens)
     try:
@@ -451,11 +349,7 @@ async def run_all(serves: dict[str, Serve], args, results: dict) -> None:
 
 
 def main() -> None:
-    try:
-        run(parse_args())
-    except KeyboardInterrupt:
-        print("interrupted; the serves were stopped", file=sys.stderr)
-        raise SystemExit(130) from None
+    main_stopping_on_signals(lambda: run(parse_args()), "the serves were stopped")
 
 
 if __name__ == "__main__":

@@ -39,14 +39,28 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load_ways import (  # noqa: E402
+    LevelRun,
+    Sample,
+    WaysBench,
+    by_prompt,
+    cpu_model,
+    main_stopping_on_signals,
+    turns,
+    versions,
+)
+from load_ways import (
+    print_level as print_table,
+)
 
 from tritonrepo.frontend.app import load_repository_info, load_tokenizer  # noqa: E402
 
@@ -60,28 +74,6 @@ TOPICS = (
 CPU_PARTS = ("front end process", "tritonserver + stubs", "benchmark client")
 TARGET_RATE_RATIO = 0.90  # front end tokens/s >= 90% of direct at the highest concurrency
 TARGET_TTFT_EXTRA_MS = 2.0  # front end TTFT p50 < direct + 2 ms at concurrency 1
-
-
-@dataclass
-class Sample:
-    """One streamed request, times in seconds from its own start."""
-
-    prompt: int
-    ttft: float = 0.0
-    gaps: list[float] = field(default_factory=list)  # between consecutive messages that carry tokens
-    tokens: int = 0  # front end: usage.completion_tokens; direct: output ids received
-    messages: int = 0  # SSE content events / gRPC responses with tokens
-    prompt_tokens: int = 0
-    end: float = 0.0
-
-
-@dataclass
-class LevelRun:
-    way: str
-    concurrency: int
-    wall_s: float
-    samples: list[Sample]
-    cpu_s: dict[str, float]
 
 
 # --- the deployment ------------------------------------------------------------------------------------------------
@@ -337,14 +329,19 @@ async def via_direct(client, inputs: list, index: int, prompt_tokens: int) -> Sa
     return sample
 
 
-class Bench:
+class Bench(WaysBench):
     """Both clients, the prompts in both forms, and the deployment to read CPU time from."""
+
+    ways = WAYS
+    prompt_way = "direct"
+    client_cpu = "benchmark client"
 
     def __init__(self, deployment: Deployment, tokenizer, model: str, max_tokens: int, client: str = "raw") -> None:
         import httpx
         from tritonclient.grpc.aio import InferenceServerClient
 
-        self.deployment, self.tokenizer, self.model, self.max_tokens = deployment, tokenizer, model, max_tokens
+        super().__init__(max_tokens)
+        self.deployment, self.tokenizer, self.model = deployment, tokenizer, model
         # One connection per request in flight, kept alive across levels (opened during warm-up).
         if client == "raw":
             self.http = RawSSEClient("127.0.0.1", deployment.openai)
@@ -354,8 +351,8 @@ class Bench:
         self.grpc = InferenceServerClient(f"127.0.0.1:{deployment.grpc}")  # one channel, as the front end uses
         self.end_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_id
-        self.messages: list = []
         self.ids: list[list[int]] = []
+        self.candidate_ids: list[list[int]] = []
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -368,139 +365,30 @@ class Bench:
         inputs = direct_inputs(self.ids[index], max_tokens, self.end_id, self.pad_id)
         return via_direct(self.grpc, inputs, index, len(self.ids[index]))
 
-    async def choose_prompts(self, wanted: int, candidates: int) -> int:
-        """Keep prompts whose greedy output runs to max_tokens (the API cannot force it); returns the number tried."""
-        pool = candidate_messages(candidates)
-        self.messages, self.ids = pool, [prompt_ids(self.tokenizer, m) for m in pool]
-        chosen: list[int] = []
-        tried = 0
-        while tried < candidates and len(chosen) < wanted:
-            batch = range(tried, min(tried + 8, candidates))
-            samples = await asyncio.gather(*(self.one("direct", i) for i in batch))
-            chosen += [s.prompt for s in samples if s.tokens == self.max_tokens]
-            tried = batch.stop
-        # If too few run to full length, the rest are used anyway; the token counts in the tables show it.
-        chosen = (chosen + [i for i in range(candidates) if i not in chosen])[:wanted]
-        self.messages, self.ids = [pool[i] for i in chosen], [self.ids[i] for i in chosen]
-        return tried
+    def use_prompts(self, messages: list, chosen: list[int] | None = None) -> None:
+        """The prompts in both forms: chat messages for the front end, token ids for the direct way."""
+        if chosen is None:
+            self.candidate_ids = [prompt_ids(self.tokenizer, m) for m in messages]
+        super().use_prompts(messages, chosen)
+        self.ids = self.candidate_ids if chosen is None else [self.candidate_ids[i] for i in chosen]
 
-    async def run_level(
-        self, way: str, concurrency: int, requests: int, max_tokens: int | None = None, first: int = 0
-    ) -> LevelRun:
-        """`requests` requests (prompts in turn from number `first`), `concurrency` in flight at any time: each
-        worker sends its next request when its last one ends."""
-        queue = iter(range(first, first + requests))
-        samples: list[Sample] = []
-
-        async def worker() -> None:
-            for number in queue:
-                sample = await self.one(way, number % len(self.messages), max_tokens)
-                samples.append(sample)
-
-        cpu_before = self.deployment.cpu_seconds()
-        client_before = time.process_time()
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
-        wall = time.perf_counter() - started
-        cpu = {k: v - cpu_before[k] for k, v in self.deployment.cpu_seconds().items()}
-        cpu["benchmark client"] = time.process_time() - client_before
-        return LevelRun(way, concurrency, wall, samples, cpu)
-
-    async def run_pair(self, concurrency: int, requests: int, rounds: int) -> dict[str, LevelRun]:
-        """Both ways at one concurrency, in `rounds` alternating turns (A B, B A, ...), so that a slow patch of the
-        machine (other work on the same cores) falls on both ways rather than on one."""
-        parts: dict[str, list[LevelRun]] = {way: [] for way in WAYS}
-        share = max(concurrency, requests // rounds)
-        for turn in range(rounds):
-            for way in WAYS if turn % 2 == 0 else WAYS[::-1]:
-                parts[way].append(await self.run_level(way, concurrency, share, first=turn * share))
-        return {way: merged(runs) for way, runs in parts.items()}
-
-
-def merged(runs: list[LevelRun]) -> LevelRun:
-    cpu = {name: sum(run.cpu_s[name] for run in runs) for name in runs[0].cpu_s}
-    samples = [sample for run in runs for sample in run.samples]
-    return LevelRun(runs[0].way, runs[0].concurrency, sum(run.wall_s for run in runs), samples, cpu)
+    def cpu_seconds(self, way: str) -> dict[str, float]:
+        return self.deployment.cpu_seconds()  # both ways run on the same deployment
 
 
 # --- numbers -------------------------------------------------------------------------------------------------------
-def percentiles(values: list[float], points=(50, 90, 99)) -> list[float]:
-    if not values:
-        return [float("nan")] * len(points)
-    return [float(np.percentile(values, p)) * 1000 for p in points]
-
-
-def summary(run: LevelRun) -> dict:
-    tokens = [s.tokens for s in run.samples]
-    return {
-        "tokens_per_s": sum(tokens) / run.wall_s,
-        "ttft_ms": percentiles([s.ttft for s in run.samples]),
-        "itl_ms": percentiles([g for s in run.samples for g in s.gaps]),
-        "tokens_min": min(tokens),
-        "tokens_max": max(tokens),
-        "tokens_total": sum(tokens),
-        "messages_per_request": sum(s.messages for s in run.samples) / len(run.samples),
-        "wall_s": run.wall_s,
-        "cpu_s": run.cpu_s,
-    }
-
-
-def print_level(concurrency: int, runs: dict[str, LevelRun], turns: int, load: tuple[float, float]) -> dict[str, dict]:
-    stats = {way: summary(run) for way, run in runs.items()}
+def print_level(concurrency: int, runs: dict[str, LevelRun], rounds: int, load: tuple[float, float]) -> dict[str, dict]:
+    stats = print_table(concurrency, runs, rounds, load, cpu_parts=CPU_PARTS)
     ratio = stats["front end"]["tokens_per_s"] / stats["direct"]["tokens_per_s"]
-    requests = len(runs["direct"].samples)
-    print(
-        f"\n### concurrency {concurrency} ({requests} requests each way in {turns} turns; 1-min load average ", end=""
-    )
-    print(f"{load[0]:.1f} -> {load[1]:.1f})\n")
-    print(
-        "| way | tokens/s | TTFT p50 | TTFT p90 | TTFT p99 | ITL p50 | ITL p90 | ITL p99 | tokens per request "
-        "| messages per request | wall s | CPU ms per token: front end process / tritonserver / client |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for way, s in stats.items():
-        ttft, itl, cpu = s["ttft_ms"], s["itl_ms"], s["cpu_s"]
-        per_token = " / ".join(f"{cpu[name] * 1000 / s['tokens_total']:.2f}" for name in CPU_PARTS)
-        counts = str(s["tokens_min"]) if s["tokens_min"] == s["tokens_max"] else f"{s['tokens_min']}-{s['tokens_max']}"
-        print(
-            f"| {way} | {s['tokens_per_s']:,.0f} | {ttft[0]:.1f} | {ttft[1]:.1f} | {ttft[2]:.1f} | {itl[0]:.2f} | "
-            f"{itl[1]:.2f} | {itl[2]:.2f} | {counts} | {s['messages_per_request']:.1f} | {s['wall_s']:.2f} | "
-            f"{per_token} |"
-        )
     print(f"\nfront end / direct tokens/s: **{ratio:.3f}**")
-    counts = {way: _counts_by_prompt(run) for way, run in runs.items()}
+    counts = {way: by_prompt(run, "tokens") for way, run in runs.items()}
     same = sum(counts["front end"][p] == counts["direct"].get(p) for p in counts["front end"])
     print(f"prompts with the same token counts both ways: {same} of {len(counts['front end'])}")
     return stats
 
 
-def _counts_by_prompt(run: LevelRun) -> dict[int, list[int]]:
-    counts: dict[int, list[int]] = {}
-    for sample in run.samples:
-        counts.setdefault(sample.prompt, []).append(sample.tokens)
-    return {prompt: sorted(values) for prompt, values in counts.items()}
-
-
-def versions() -> str:
-    names = ("tritonrepo", "tritonclient", "nvidia-pytriton", "httpx", "fastapi", "uvicorn", "grpcio", "transformers",
-             "torch")  # fmt: skip
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{name} -")
-    return ", ".join(found)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+VERSIONS = ("tritonrepo", "tritonclient", "nvidia-pytriton", "httpx", "fastapi", "uvicorn", "grpcio", "transformers",
+            "torch")  # fmt: skip
 
 
 # --- main ----------------------------------------------------------------------------------------------------------
@@ -508,22 +396,15 @@ async def measure(bench: Bench, args, results: dict) -> None:
     server = await bench.grpc.get_server_metadata()
     print(f"tritonserver {server.version}")
     results["versions"] += f", tritonserver {server.version}"
-    tried = await bench.choose_prompts(args.prompts, args.prompts * 4)
+    tried = await bench.choose_prompts(candidate_messages(args.prompts * 4), args.prompts)
     print(f"prompts: {len(bench.messages)} chat prompts chosen from {tried} tried (greedy output reaches max_tokens)")
-    # Warm-up, untimed: opens every HTTP connection the highest level needs and the gRPC channel, makes the front
-    # end read the model config, and runs both paths once with a few tokens at the highest level and at one.
-    top = max(args.concurrency)
-    for way in WAYS:
-        await bench.run_level(way, top, top, max_tokens=4)
-        await bench.run_level(way, 1, 4)
+    # Warm-up, untimed: also opens the gRPC channel and makes the front end read the model config.
+    await bench.warm_up(max(args.concurrency))
     for concurrency in args.concurrency:
         load_before = os.getloadavg()[0]
         requests = args.requests or max(32, 2 * concurrency)
-        # Short turns at low concurrency, so the two ways see the same stalls of a shared machine; at high
-        # concurrency a turn must be long enough to keep `concurrency` requests in flight most of the time.
-        rounds = args.rounds or max(2, requests // max(4, 2 * concurrency))
-        rounds += rounds % 2  # an even number: each way goes first equally often
-        runs = await bench.run_pair(concurrency, requests, rounds)
+        rounds = turns(requests, concurrency, args.rounds)
+        runs = await bench.run_turns(concurrency, requests, rounds)
         stats = print_level(concurrency, runs, rounds, (load_before, os.getloadavg()[0]))
         results["levels"].append(
             {
@@ -561,11 +442,7 @@ def verdicts(results: dict) -> None:
 
 
 def main() -> None:
-    try:
-        run(parse_args())
-    except KeyboardInterrupt:
-        print("interrupted; `tritonrepo serve` was stopped", file=sys.stderr)
-        raise SystemExit(130) from None
+    main_stopping_on_signals(lambda: run(parse_args()), "`tritonrepo serve` was stopped")
 
 
 def parse_args() -> argparse.Namespace:
@@ -601,7 +478,6 @@ def parse_args() -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    signal.signal(signal.SIGTERM, _interrupt)  # so `kill` unwinds like Ctrl-C and serve is stopped too
     work = Path(tempfile.mkdtemp(prefix="frontend-bench-"))
     os.environ.setdefault("TRITONREPO_CACHE", str(work / "cache"))  # serve's private backend folder goes here
     os.environ.setdefault("TRITONREPO_QUIET", "1")
@@ -614,7 +490,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {cpu_model()}")
             threads = args.runtime_threads or "torch's default"
             print(f"runtime model: {threads} torch thread(s) (--runtime-threads); both ways use the same runtime")
-            print(f"versions: Python {platform.python_version()}, {versions()}")
+            print(f"versions: Python {platform.python_version()}, {versions(VERSIONS)}")
             first = "a bare asyncio HTTP/1.1 client" if args.client == "raw" else "httpx.AsyncClient"
             print(f"clients: (a) {first} reading SSE lines, (b) tritonclient.grpc.aio stream_infer")
             print(
@@ -624,7 +500,7 @@ def run(args: argparse.Namespace) -> None:
             results = {
                 "args": {k: str(v) for k, v in vars(args).items()},
                 "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
-                "versions": versions(),
+                "versions": versions(VERSIONS),
                 "levels": [],
             }
             asyncio.run(run_all(deployment, tokenizer, info.models.alias or "ensemble", args, results))
@@ -637,10 +513,6 @@ def run(args: argparse.Namespace) -> None:
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 async def run_all(deployment: Deployment, tokenizer, model: str, args, results: dict) -> None:
