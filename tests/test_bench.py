@@ -13,7 +13,7 @@ from conftest import free_port
 
 from tritonrepo.bench.results import SCHEMA, BenchResult, LevelResult, Percentiles, load_result
 from tritonrepo.bench.sweep import new_run_folder, write_result
-from tritonrepo.bench.table import compare, format_comparison, format_table
+from tritonrepo.bench.table import compare, format_comparison, format_table, load_differences
 from tritonrepo.cli.main import cli
 from tritonrepo.errors import BenchError
 
@@ -116,6 +116,21 @@ def test_compare_gives_ratios_at_common_levels():
     text = format_comparison(rows, "old.json")
     assert "2.00x" in text and "old.json" in text
     assert "nothing to compare" in format_comparison([], "old.json")
+    assert "differ" not in text
+
+
+def test_compare_says_when_the_loads_differ():
+    level = LevelResult.from_aiperf(1, aiperf_export())
+    same = load_differences(result([level]), result([level]))
+    assert same == []
+    longer = result([level])
+    longer.settings = {**longer.settings, "input_len": 128}
+    other = result([level])
+    other.model = "other"
+    differences = load_differences(longer, other)
+    assert differences == ["model m here, other there", "--input-len 128 here, 32 there"]
+    text = format_comparison(compare(longer, result([level])), "old.json", differences)
+    assert "Note: the runs' loads differ (model m here, other there; --input-len 128 here, 32 there)" in text
 
 
 def test_table_has_a_row_per_level():

@@ -61,13 +61,30 @@ def compare(new: BenchResult, old: BenchResult) -> list[dict]:
     return rows
 
 
-def format_comparison(rows: list[dict], old_label: str) -> str:
+LOAD = (("model", "model"), ("input_len", "--input-len"), ("output_len", "--output-len"), ("stream", "--stream"))
+
+
+def load_differences(new: BenchResult, old: BenchResult) -> list[str]:
+    """What makes two runs' loads unlike (the model, the lengths, streaming): their ratios then compare unlike work."""
+    found = []
+    for key, name in LOAD:
+        here = new.model if key == "model" else new.settings.get(key)
+        there = old.model if key == "model" else old.settings.get(key)
+        if here != there:
+            found.append(f"{name} {here} here, {there} there")
+    return found
+
+
+def format_comparison(rows: list[dict], old_label: str, differences: list[str] | None = None) -> str:
     if not rows:
         return f"No concurrency level in common with {old_label}: nothing to compare."
     header = ["conc", *(name for name, _, _ in RATIOS)]
     cells = [[str(row["concurrency"]), *(_times(row[name]) for name, _, _ in RATIOS)] for row in rows]
     note = "this run / the earlier one (throughput: above 1x is better; latency: below 1x is better)"
-    return f"Against {old_label}: {note}\n{_grid(header, cells)}"
+    warning = ""
+    if differences:
+        warning = f"\nNote: the runs' loads differ ({'; '.join(differences)}): the ratios compare unlike work."
+    return f"Against {old_label}: {note}\n{_grid(header, cells)}{warning}"
 
 
 def _times(value: float | None) -> str:

@@ -566,7 +566,7 @@ def bench(deployment, openai_url, model, tokenizer, concurrency, requests, durat
     from tritonrepo.bench.plots import require_matplotlib
     from tritonrepo.bench.results import load_result
     from tritonrepo.bench.sweep import run_sweep
-    from tritonrepo.bench.table import format_comparison, format_table
+    from tritonrepo.bench.table import format_comparison, format_table, load_differences
     from tritonrepo.bench.target import resolve_target
     from tritonrepo.errors import BenchRunError
     from tritonrepo.interrupts import sigterm_as_interrupt
@@ -593,7 +593,8 @@ def bench(deployment, openai_url, model, tokenizer, concurrency, requests, durat
         sys.exit(130)
     click.echo(format_table(outcome.result))
     if earlier is not None:
-        click.echo("\n" + format_comparison(outcome.comparison or [], str(compare_to)))
+        differences = load_differences(outcome.result, earlier)
+        click.echo("\n" + format_comparison(outcome.comparison or [], str(compare_to), differences))
     click.echo(f"\nResults: {outcome.folder / 'result.json'}")
     for path in [*outcome.plots, outcome.report]:
         if path:
