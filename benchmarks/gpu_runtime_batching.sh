@@ -78,8 +78,8 @@ build_repository() {
 case "${1:-engine}" in
 engine)
   # 128-token prompts, 128 new tokens, 1 and 32 requests in flight; the reference is measured in the same run
-  "$PY" benchmarks/runtime_decode.py --shape 8b --device cuda --dtype bfloat16 --concurrency 1,32 \
-    --prompt-len 128 --tokens 128 --reference "${REFERENCE:-static}" --rounds "${ROUNDS:-2}" \
+  "$PY" benchmarks/runtime_decode.py --shape 8b --device cuda --dtype bfloat16 --concurrency "${ENGINE_CONCURRENCY:-1,32}" \
+    --prompt-len "${PROMPT_LEN:-128}" --tokens 128 --reference "${REFERENCE:-static}" --rounds "${ROUNDS:-2}" \
     --json "$OUT/engine.json"
   ;;
 serve)
