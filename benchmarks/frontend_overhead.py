@@ -313,7 +313,10 @@ async def via_direct(client, inputs: list, index: int, prompt_tokens: int) -> Sa
         now = time.perf_counter()
         response = result.get_response()
         if any(output.name == "output_ids" for output in response.outputs):
-            count = int(result.as_numpy("output_ids").size)
+            try:
+                count = int(result.as_numpy("output_ids").size)
+            except ValueError as error:  # a declared shape without its data: the server is broken, not slow
+                raise RuntimeError(f"prompt {index}: tensorrt_llm sent a malformed output_ids ({error})") from None
             if count:
                 if sample.messages:
                     sample.gaps.append(now - last)
