@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from dynamo_acceptance import ACCEPTANCE
 
 from tritonrepo.cli.main import cli
 from tritonrepo.dynamo.manifest import load
@@ -47,13 +48,6 @@ ENGINE_KEYS = {
     "speculative_config.decoding_type", "speculative_config.num_nextn_predict_layers",
     "moe_config.backend",  # the wide_ep configs
 }  # fmt: skip
-
-ACCEPTANCE = {
-    "fp4-gb200": ["--model", "nvidia/DeepSeek-R1-FP4", "--disagg", "--gpu", "GB200 x8"],
-    "r1-h200x16": ["--model", "deepseek-ai/DeepSeek-R1", "--disagg", "--gpu", "H200 x16"],
-    "distill-8b": ["--model", "DeepSeek-R1-Distill-Llama-8B", "--disagg", "--gpu", "H100-80GB x2"],
-    "tiny-llama": ["--model", "tiny-llama", "--workers", "2"],
-}
 
 
 def _build(tmp_path: Path, args: list[str], name: str = "out"):

@@ -10,25 +10,18 @@ import jsonschema
 import pytest
 import yaml
 from click.testing import CliRunner
+from dynamo_acceptance import WITH_VARIANTS
 
 from tritonrepo.cli.main import cli
 
 DATA = Path(__file__).parent / "data"
 CRD = yaml.safe_load((DATA / "dynamo-1.6.1" / "dgd-crd-v1alpha1-excerpt.yaml").read_text())
-ACCEPTANCE = {  # the acceptance builds of tests/test_dynamo_build.py, and the --mtp variant
-    "fp4-gb200": ["--model", "nvidia/DeepSeek-R1-FP4", "--disagg", "--gpu", "GB200 x8"],
-    "fp4-gb200-mtp": ["--model", "nvidia/DeepSeek-R1-FP4", "--disagg", "--gpu", "GB200 x8", "--mtp", "1"],
-    "r1-h200x16": ["--model", "deepseek-ai/DeepSeek-R1", "--disagg", "--gpu", "H200 x16"],
-    "r1-h200x8-agg": ["--model", "deepseek-ai/DeepSeek-R1", "--gpu", "H200 x8"],
-    "distill-8b": ["--model", "DeepSeek-R1-Distill-Llama-8B", "--disagg", "--gpu", "H100-80GB x2"],
-    "tiny-llama": ["--model", "tiny-llama", "--workers", "2"],
-}
 
 
-@pytest.fixture(scope="module", params=sorted(ACCEPTANCE))
+@pytest.fixture(scope="module", params=sorted(WITH_VARIANTS))
 def built(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(request.param) / "out"
-    args = ["-q", "build", "--serving", "dynamo", *ACCEPTANCE[request.param], "--output", str(out)]
+    args = ["-q", "build", "--serving", "dynamo", *WITH_VARIANTS[request.param], "--output", str(out)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     return request.param, out

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from dynamo_acceptance import WITH_VARIANTS
 
 from tritonrepo.cli.main import cli
 from tritonrepo.dynamo.manifest import load
@@ -24,14 +25,6 @@ from tritonrepo.source.catalog import lookup
 
 FIELDS = json.loads((Path(__file__).parent / "data" / "trtllm-llmapi-fields.json").read_text())
 TOP = "TorchLlmArgs"
-ACCEPTANCE = {  # tests/test_dynamo_build.py's acceptance builds, the --mtp variant and an aggregated DeepSeek
-    "fp4-gb200": ["--model", "nvidia/DeepSeek-R1-FP4", "--disagg", "--gpu", "GB200 x8"],
-    "fp4-gb200-mtp": ["--model", "nvidia/DeepSeek-R1-FP4", "--disagg", "--gpu", "GB200 x8", "--mtp", "1"],
-    "r1-h200x16": ["--model", "deepseek-ai/DeepSeek-R1", "--disagg", "--gpu", "H200 x16"],
-    "r1-h200x8-agg": ["--model", "deepseek-ai/DeepSeek-R1", "--gpu", "H200 x8"],
-    "distill-8b": ["--model", "DeepSeek-R1-Distill-Llama-8B", "--disagg", "--gpu", "H100-80GB x2"],
-    "tiny-llama": ["--model", "tiny-llama", "--workers", "2"],
-}
 
 
 def _fields(cls: str) -> set[str]:
@@ -78,10 +71,12 @@ def bad_values(engine: dict) -> list[str]:
     return bad
 
 
-@pytest.fixture(scope="module", params=sorted(ACCEPTANCE))
+@pytest.fixture(scope="module", params=sorted(WITH_VARIANTS))
 def engines(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(request.param) / "out"
-    result = CliRunner().invoke(cli, ["-q", "build", "--serving", "dynamo", *ACCEPTANCE[request.param], "-o", str(out)])
+    result = CliRunner().invoke(
+        cli, ["-q", "build", "--serving", "dynamo", *WITH_VARIANTS[request.param], "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
     manifest = load(out)
     return request.param, {g.role: yaml.safe_load((out / g.engine_config).read_text()) for g in manifest.workers}
