@@ -50,11 +50,9 @@ from load_ways import (  # noqa: E402
     by_prompt,
     cpu_model,
     main_stopping_on_signals,
+    print_table,
     turns,
     versions,
-)
-from load_ways import (
-    print_level as print_table,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

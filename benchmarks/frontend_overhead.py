@@ -55,11 +55,9 @@ from load_ways import (  # noqa: E402
     by_prompt,
     cpu_model,
     main_stopping_on_signals,
+    print_table,
     turns,
     versions,
-)
-from load_ways import (
-    print_level as print_table,
 )
 
 from tritonrepo.frontend.app import load_repository_info, load_tokenizer  # noqa: E402

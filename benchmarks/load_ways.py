@@ -196,7 +196,7 @@ def summary(run: LevelRun) -> dict:
 PERCENTILES = ("p50", "p90", "p99")
 
 
-def print_level(
+def print_table(
     concurrency: int, runs: dict[str, LevelRun], rounds: int, load: tuple[float, float], *, cpu_parts: tuple[str, ...],
     shown: tuple[str, ...] = PERCENTILES, tpot: bool = False,
 ) -> dict[str, dict]:  # fmt: skip
